@@ -1,0 +1,1 @@
+"""RL core: policy/value networks (flax.nnx), observation normaliser, GAE, and a jit-compiled TRPO step."""
