@@ -111,6 +111,8 @@ class OpenAIBackend(Backend):
                  concurrency: int = 64, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 60.0, progress_min_batch: int = 256,
                  accounting: QueryAccounting | None = None):
+        if not model:
+            raise ValueError("model must be set (the model id the endpoint serves)")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if timeout_s <= 0:
