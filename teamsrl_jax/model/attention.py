@@ -1,0 +1,107 @@
+"""Grouped-query self-attention with rotary embeddings, segment-id (packing) masks and a KV cache.
+
+Shapes: B batch, L query length, S key length (= L, or the cache length), D hidden, N query heads,
+K key/value heads, G = N / K query heads per kv head, H head dim.
+
+Masking: query i sees key j when both carry the same non-zero segment id and j is not later than i
+(and, with a sliding window W, i - j < W). Segment id 0 marks padding. Positions for rope come from
+the caller, so packed sequences restart their positions per segment.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from teamsrl_jax.model.config import LlamaConfig
+from teamsrl_jax.model.layers import Proj
+from teamsrl_jax.model.rope import apply_rope, inverse_frequencies
+from teamsrl_jax.model.sharding import shard_activation
+
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite, so fully masked (padding) rows stay NaN-free
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of the tokens seen so far, one slot per token, for incremental decoding."""
+
+    k: tuple[jax.Array, ...]
+    """Per layer [B, S, K, H] rotated keys."""
+    v: tuple[jax.Array, ...]
+    """Per layer [B, S, K, H] values."""
+    segment_ids: jax.Array
+    """[B, S] int32 segment id of each slot; 0 = empty or padding (never attended)."""
+    end: jax.Array
+    """[] int32: slots [0, end) are filled; the next call writes from here."""
+
+    @classmethod
+    def zeros(cls, config: LlamaConfig, batch: int, max_len: int, dtype) -> KVCache:
+        shape = (batch, max_len, config.num_key_value_heads, config.head_size)
+        layers = range(config.num_hidden_layers)
+        return cls(k=tuple(jnp.zeros(shape, dtype) for _ in layers), v=tuple(jnp.zeros(shape, dtype) for _ in layers),
+                   segment_ids=jnp.zeros((batch, max_len), jnp.int32), end=jnp.zeros((), jnp.int32))
+
+
+def attention_mask(q_segment_ids_BxL, kv_segment_ids_BxS, q_offset=0, sliding_window=None):
+    """[B, L, S] bool: same non-zero segment, causal in slot order, optionally within the window.
+    Query i sits at slot ``q_offset + i`` among the S key slots."""
+    L, S = q_segment_ids_BxL.shape[1], kv_segment_ids_BxS.shape[1]
+    q_slot_Lx1 = (q_offset + jnp.arange(L))[:, None]
+    k_slot_1xS = jnp.arange(S)[None, :]
+    visible_LxS = k_slot_1xS <= q_slot_Lx1
+    if sliding_window:
+        visible_LxS &= q_slot_Lx1 - k_slot_1xS < sliding_window
+    q_seg_BxLx1 = q_segment_ids_BxL[:, :, None]
+    same_BxLxS = (q_seg_BxLx1 == kv_segment_ids_BxS[:, None, :]) & (q_seg_BxLx1 != 0)
+    return same_BxLxS & visible_LxS[None]
+
+
+def dot_product_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS, impl="einsum"):
+    """softmax(q·kᵀ/√H + mask)·v with the softmax in float32; kv heads shared by G query heads."""
+    if impl == "jax":
+        return jax.nn.dot_product_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask_BxLxS[:, None])
+    B, L, N, H = q_BxLxNxH.shape
+    K = k_BxSxKxH.shape[2]
+    q_BxLxKxGxH = q_BxLxNxH.reshape(B, L, K, N // K, H)
+    logits_BxKxGxLxS = jnp.einsum("BLKGH,BSKH->BKGLS", q_BxLxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32)
+    logits_BxKxGxLxS = jnp.where(mask_BxLxS[:, None, None], logits_BxKxGxLxS * H**-0.5, _MASKED)
+    probs_BxKxGxLxS = jax.nn.softmax(logits_BxKxGxLxS, axis=-1).astype(v_BxSxKxH.dtype)
+    out_BxLxKxGxH = jnp.einsum("BKGLS,BSKH->BLKGH", probs_BxKxGxLxS, v_BxSxKxH)
+    return out_BxLxKxGxH.reshape(B, L, N, H)
+
+
+class Attention(nnx.Module):
+    """q/k/v projections (optionally biased), rope on q and k, masked attention, output projection."""
+
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        D, N, K, H = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_size
+        kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+        self.q_proj = Proj((D,), (N, H), ("embed", "heads", "head_dim"), bias=config.attention_bias, **kw)
+        self.k_proj = Proj((D,), (K, H), ("embed", "kv_heads", "head_dim"), bias=config.attention_bias, **kw)
+        self.v_proj = Proj((D,), (K, H), ("embed", "kv_heads", "head_dim"), bias=config.attention_bias, **kw)
+        self.o_proj = Proj((N, H), (D,), ("heads", "head_dim", "embed"), bias=config.o_bias, bias_axes=("norm",), **kw)
+        self.config = config
+
+    def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL, layer_cache=None):
+        """Returns (out [B, L, D], updated (k, v) cache of this layer or None). ``layer_cache`` is
+        (k [B, S, K, H], v, kv_segment_ids [B, S] already including this call's tokens, end)."""
+        config = self.config
+        inv_freq = inverse_frequencies(config.head_size, config.rope_theta, config.rope_scaling)
+        q_BxLxNxH = apply_rope(self.q_proj(x_BxLxD), positions_BxL, inv_freq)
+        k_BxLxKxH = apply_rope(self.k_proj(x_BxLxD), positions_BxL, inv_freq)
+        v_BxLxKxH = self.v_proj(x_BxLxD)
+        q_BxLxNxH = shard_activation(q_BxLxNxH, ("batch", "length", "heads", "head_dim"))
+        if layer_cache is None:
+            k_BxSxKxH, v_BxSxKxH, kv_segment_ids_BxS, offset, new_cache = k_BxLxKxH, v_BxLxKxH, segment_ids_BxL, 0, None
+        else:
+            k_cache, v_cache, kv_segment_ids_BxS, offset = layer_cache
+            k_BxSxKxH = jax.lax.dynamic_update_slice(k_cache, k_BxLxKxH.astype(k_cache.dtype), (0, offset, 0, 0))
+            v_BxSxKxH = jax.lax.dynamic_update_slice(v_cache, v_BxLxKxH.astype(v_cache.dtype), (0, offset, 0, 0))
+            new_cache = (k_BxSxKxH, v_BxSxKxH)
+        mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, config.sliding_window)
+        out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(q_BxLxNxH.dtype),
+                                            v_BxSxKxH.astype(q_BxLxNxH.dtype), mask_BxLxS, config.attention_impl)
+        out_BxLxNxH = shard_activation(out_BxLxNxH, ("batch", "length", "heads", "head_dim"))
+        return self.o_proj(out_BxLxNxH), new_cache

@@ -1,0 +1,101 @@
+"""The decoder-only Llama-family model (Llama 1/2/3, Mistral, Qwen2) in flax.nnx.
+
+Module and parameter names mirror Hugging Face's ``LlamaForCausalLM`` so that checkpoint I/O is a
+mechanical rename (``hf_io.py``): ``embed_tokens``, ``layers[i].{input_layernorm, self_attn.{q,k,v,o}_proj,
+post_attention_layernorm, mlp.{gate,up,down}_proj}``, ``norm``, ``lm_head``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from teamsrl_jax.model.attention import Attention, KVCache
+from teamsrl_jax.model.config import LlamaConfig
+from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm
+from teamsrl_jax.model.sharding import shard_activation
+
+# jax.checkpoint policies per LlamaConfig.remat. "dots" keeps the weight matmuls' outputs (no batch
+# dims) and recomputes the rest, attention scores included (MaxText's "minimal").
+_REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        kw = dict(dtype=config.dtype, param_dtype=config.param_dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.self_attn = Attention(config, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, rngs=rngs, **kw)
+
+    def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL, layer_cache=None):
+        h_BxLxD, new_cache = self.self_attn(self.input_layernorm(x_BxLxD), positions_BxL, segment_ids_BxL, layer_cache)
+        x_BxLxD = x_BxLxD + h_BxLxD
+        x_BxLxD = x_BxLxD + self.mlp(self.post_attention_layernorm(x_BxLxD))
+        return shard_activation(x_BxLxD, ("batch", "length", "embed")), new_cache
+
+
+def _layer_forward(layer, x_BxLxD, positions_BxL, segment_ids_BxL):
+    return layer(x_BxLxD, positions_BxL, segment_ids_BxL)[0]
+
+
+class Llama(nnx.Module):
+    """Token ids -> float32 next-token logits."""
+
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+        kw = dict(dtype=config.dtype, param_dtype=config.param_dtype)
+        self.config = config
+        self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
+        self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.lm_head = None if config.tie_word_embeddings else Proj(
+            (config.hidden_size,), (config.vocab_size,), ("embed", "vocab"), rngs=rngs, **kw)
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
+        """An empty KV cache for ``batch`` rows of up to ``max_len`` tokens (prompt + generated)."""
+        return KVCache.zeros(self.config, batch, max_len, dtype or self.config.dtype)
+
+    def __call__(self, input_ids_BxL, *, positions_BxL=None, segment_ids_BxL=None, cache: KVCache | None = None):
+        """Logits [B, L, V] in float32; with ``cache`` returns (logits, updated cache).
+
+        positions_BxL: rope positions, default 0..L-1 (continuing from ``cache.end`` with a cache);
+        pass per-segment positions for packed rows and per-row positions for left-padded prompts.
+        segment_ids_BxL: tokens attend causally within equal non-zero ids; 0 = padding. Default all 1.
+        cache: writes this call's keys/values at slots [cache.end, cache.end + L) and attends over all
+        filled slots (a prefill of the prompt, then one-token steps).
+        """
+        B, L = input_ids_BxL.shape
+        offset = 0 if cache is None else cache.end
+        if segment_ids_BxL is None:
+            segment_ids_BxL = jnp.ones((B, L), jnp.int32)
+        if positions_BxL is None:
+            positions_BxL = jnp.broadcast_to(offset + jnp.arange(L, dtype=jnp.int32), (B, L))
+        x_BxLxD = shard_activation(self.embed_tokens(input_ids_BxL), ("batch", "length", "embed"))
+        if cache is not None:
+            kv_segment_ids_BxS = jax.lax.dynamic_update_slice(
+                cache.segment_ids, segment_ids_BxL.astype(jnp.int32), (0, offset))
+            new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            if cache is not None:
+                x_BxLxD, (k, v) = layer(x_BxLxD, positions_BxL, segment_ids_BxL,
+                                        (cache.k[i], cache.v[i], kv_segment_ids_BxS, offset))
+                new_k.append(k)
+                new_v.append(v)
+            elif self.config.remat != "none":
+                remat_forward = nnx.remat(_layer_forward, policy=_REMAT_POLICIES[self.config.remat])
+                x_BxLxD = remat_forward(layer, x_BxLxD, positions_BxL, segment_ids_BxL)
+            else:
+                x_BxLxD = layer(x_BxLxD, positions_BxL, segment_ids_BxL)[0]
+        x_BxLxD = self.norm(x_BxLxD)
+        if self.lm_head is None:
+            logits_BxLxV = self.embed_tokens.attend(x_BxLxD)
+        else:
+            logits_BxLxV = jnp.einsum("BLD,DV->BLV", x_BxLxD, self.lm_head.kernel[...].astype(x_BxLxD.dtype),
+                                      preferred_element_type=jnp.float32)
+        logits_BxLxV = shard_activation(logits_BxLxV, ("batch", "length", "vocab"))
+        if cache is None:
+            return logits_BxLxV
+        return logits_BxLxV, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS, end=cache.end + L)
