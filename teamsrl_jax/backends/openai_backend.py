@@ -172,7 +172,10 @@ class OpenAIBackend(Backend):
         """Run a coroutine to completion on the private loop (on a helper thread if this one has a loop)."""
         try:
             asyncio.get_running_loop()
+            inside_a_loop = True
         except RuntimeError:
+            inside_a_loop = False
+        if not inside_a_loop:  # (not inside the except: errors raised here must not chain onto it)
             return self._loop.run_until_complete(make_coro())
         with ThreadPoolExecutor(1, thread_name_prefix="openai-backend") as pool:
             return pool.submit(lambda: self._loop.run_until_complete(make_coro())).result()

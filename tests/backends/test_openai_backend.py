@@ -1,0 +1,200 @@
+"""OpenAIBackend against a local fault-injecting server (see conftest.py): retries, Retry-After, ordering,
+accounting, failures, secrets, and the cache in front of it (rerun, kill -9 mid-batch)."""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import traceback
+
+import pytest
+
+from teamsrl_jax.backends import BackendConfig, make_backend
+from teamsrl_jax.backends.base import BackendRequestError, BackendUnavailableError, SamplingParams
+from teamsrl_jax.backends.cache import CachedBackend, CompletionCache, cache_key
+from teamsrl_jax.backends.openai_backend import OpenAIBackend, parse_retry_after
+
+FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
+GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
+
+
+def make(server, **kw):
+    return OpenAIBackend("test-model", server.url, **{**FAST, **kw})
+
+
+def test_faults_are_retried_and_every_prompt_completes_once_in_order(fake_server):
+    faults = {"p-429": ["429"], "p-429ms": ["429ms"], "p-500": ["500", "503"], "p-slow": ["slow"],
+              "p-trunc": ["truncated"], "p-trunc-cl": ["truncated_cl"], "p-drop": ["drop", "drop"],
+              "p-junk": ["nochoices"]}
+    prompts = [f"prompt {i}" for i in range(24)] + list(faults)
+    prompts = prompts[::2] + prompts[1::2]  # faulty prompts spread through the batch
+    server = fake_server(faults, slow_s=5.0)
+    # the timeout must cut "slow" short yet never a normal reply on a loaded CI machine
+    with make(server, concurrency=6, timeout_s=1.0, max_retries=3) as backend:
+        out = backend.generate(prompts, SamplingParams(top_k=40, seed=3, stop=("###",)), "instructor")
+    assert [c.text for c in out] == [server.reply_text(p) for p in prompts]
+    assert all(server.successes[p] == 1 for p in prompts) and sum(server.successes.values()) == len(prompts)
+    n_faults = sum(len(v) for v in faults.values())
+    assert backend.accounting.get("instructor") == dict(
+        queries=len(prompts), cache_hits=0, errors=n_faults, retries=n_faults,
+        prompt_tokens=sum(len(p) for p in prompts),
+        completion_tokens=sum(len(server.reply_text(p)) for p in prompts))
+    assert 1 < server.max_in_flight <= 6
+    body = server.by_prompt["prompt 0"][0].body
+    assert (body["top_k"], body["seed"], body["stop"], body["max_tokens"]) == (40, 3, ["###"], 1024)
+    assert out[0].finish_reason == "stop" and out[0].cached is False
+
+
+def test_retry_after_is_honoured(fake_server):
+    server = fake_server({"a": ["429"], "b": ["429ms"]}, retry_after="0.25")
+    with make(server, backoff_base_s=0.001) as backend:  # jitter alone would wait < 2 ms
+        backend.generate(["a", "b"], GREEDY, "reviewer")
+    for prompt, wait in (("a", 0.25), ("b", 0.05)):
+        first, second = server.by_prompt[prompt]
+        assert second.t_start - first.t_end >= wait
+
+
+def test_parse_retry_after_forms():
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "150", "retry-after": "9"}) == 0.15
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10.0
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after({}) is None
+
+
+def test_unreachable_endpoint_fails_after_retries_with_one_line(closed_port):
+    url = f"http://127.0.0.1:{closed_port}/v1"
+    with OpenAIBackend("m", url, max_retries=2, **FAST) as backend:
+        with pytest.raises(BackendUnavailableError) as info:
+            backend.generate(["hello"], GREEDY, "responder")
+    message = str(info.value)
+    assert "\n" not in message and url in message and "3 attempt" in message and "connection failed" in message
+    assert backend.accounting.get("responder") == dict(queries=0, cache_hits=0, prompt_tokens=0,
+                                                           completion_tokens=0, errors=3, retries=2)
+
+
+def test_server_errors_exhaust_retries(fake_server):
+    server = fake_server({"x": ["503"] * 10})
+    with make(server, max_retries=2) as backend, pytest.raises(BackendUnavailableError, match="HTTP 503"):
+        backend.generate(["x"], GREEDY, "responder")
+    assert server.attempts["x"] == 3
+
+
+@pytest.mark.parametrize("status", ["400", "401", "404"])
+def test_client_errors_fail_at_once(fake_server, status):
+    server = fake_server({"x": [status] * 5})
+    with make(server, max_retries=5) as backend:
+        start = time.monotonic()
+        with pytest.raises(BackendRequestError) as info:
+            backend.generate(["x", "y"], GREEDY, "reviewer")
+    assert time.monotonic() - start < 2.0
+    assert server.attempts["x"] == 1 and f"HTTP {status}" in str(info.value) and "\n" not in str(info.value)
+    assert backend.accounting.get("reviewer")["retries"] == 0
+
+
+def test_api_key_appears_nowhere(fake_server, api_key, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    server = fake_server({"a": ["500"], "b": ["401"], "c": ["503"] * 5})
+    cache_path = tmp_path / "cache.sqlite"
+    config = BackendConfig(kind="openai", base_url=server.url, model="m", api_key_env="TEAMSRL_TEST_KEY",
+                           cache_path=str(cache_path), max_retries=1, **FAST)
+    backend = config.build()
+    assert isinstance(backend, CachedBackend)
+    texts = [repr(config), str(config), repr(backend), str(backend), repr(backend.inner), repr(vars(backend.inner))]
+    out = backend.generate(["a", "ok"], GREEDY, "instructor")
+    errors = []
+    for prompt, kind in (("b", BackendRequestError), ("c", BackendUnavailableError)):
+        with pytest.raises(kind) as info:
+            backend.generate([prompt], GREEDY, "instructor")
+        errors.append(info.value)
+        texts += [str(info.value), "".join(traceback.format_exception(info.value))]
+    backend.accounting.write_json(tmp_path / "accounting.json")
+    backend.close()
+    assert server.by_prompt["a"][0].authorization == f"Bearer {api_key}"  # the key did reach the server
+    assert all(e.__context__ is None and e.__cause__ is None for e in errors)
+    assert [c.text for c in out] == [server.reply_text("a"), server.reply_text("ok")]
+    texts += [r.getMessage() for r in caplog.records]
+    # the retry was logged with the server's message, which echoed the key: scrubbed
+    assert any("HTTP 500" in t and "credential sent: Bearer ***" in t for t in texts)
+    for text in texts:
+        assert api_key not in text
+    assert cache_path.exists() and (tmp_path / "accounting.json").exists()
+    for path in tmp_path.iterdir():
+        assert api_key.encode() not in path.read_bytes(), path
+
+
+def test_local_server_without_key_uses_placeholder(fake_server, monkeypatch):
+    monkeypatch.delenv("TEAMSRL_NO_SUCH_KEY", raising=False)
+    server = fake_server()
+    with make(server, api_key_env="TEAMSRL_NO_SUCH_KEY") as backend:
+        backend.generate(["hi"], GREEDY, "responder")
+    assert server.log[0].authorization == "Bearer EMPTY"
+    with pytest.raises(ValueError, match="TEAMSRL_NO_SUCH_KEY"):
+        OpenAIBackend("m", "https://api.example.com/v1", api_key_env="TEAMSRL_NO_SUCH_KEY")
+
+
+def test_generate_inside_a_running_event_loop(fake_server):
+    server = fake_server()
+    with make(server) as backend:
+        async def main():
+            return backend.generate(["in a loop"], GREEDY, "responder")
+        assert asyncio.run(main())[0].text == server.reply_text("in a loop")
+        assert backend.generate(["outside"], GREEDY, "responder")[0].text == server.reply_text("outside")
+
+
+def test_cache_makes_a_rerun_query_nothing(fake_server, tmp_path):
+    server = fake_server({"p3": ["500"]})
+    prompts = [f"p{i}" for i in range(10)] + ["p1"]
+    params = SamplingParams(temperature=1.0, max_tokens=8)
+    kwargs = dict(model="test-model", base_url=server.url, cache_path=tmp_path / "c.sqlite", **FAST)
+    with make_backend("openai", **kwargs) as first:
+        texts = [c.text for c in first.generate(prompts, params, "responder")]
+    assert server.total_requests == 12  # 11 samples (p1 twice: indices 0 and 1) + one retry
+    with make_backend("openai", **kwargs) as second:
+        out = second.generate(prompts, params, "responder")
+    assert server.total_requests == 12
+    assert [c.text for c in out] == texts and all(c.cached for c in out)
+    assert second.accounting.get("responder")["cache_hits"] == 11 and second.accounting.total()["queries"] == 0
+
+
+KILL_PARAMS = SamplingParams(temperature=0)
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    from teamsrl_jax.backends import SamplingParams, make_backend
+    backend = make_backend("openai", model="test-model", base_url=sys.argv[1], cache_path=sys.argv[2],
+                           concurrency=4, backoff_base_s=0.01, timeout_s=10)
+    backend.generate([f"prompt {i}" for i in range(int(sys.argv[3]))], SamplingParams(temperature=0), "responder")
+    """)
+
+
+def test_kill_mid_batch_loses_at_most_the_requests_in_flight(fake_server, tmp_path):
+    n, concurrency = 80, 4
+    prompts = [f"prompt {i}" for i in range(n)]
+    path = tmp_path / "c.sqlite"
+    server = fake_server(delay_s=0.05)
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, server.url, str(path), str(n)])
+    try:
+        deadline = time.monotonic() + 30
+        while sum(server.successes.values()) < 20 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child.poll() is None, "the batch finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    answered = sum(server.successes.values())
+    assert answered < n
+    with CompletionCache(path) as cache:
+        assert cache._execute("PRAGMA integrity_check") == [("ok",)]
+        keys = {p: cache_key("openai", "test-model", KILL_PARAMS, p) for p in prompts}
+        stored = cache.get_many(keys.values())
+    saved = {p for p in prompts if keys[p] in stored}
+    assert answered - concurrency <= len(saved) <= answered
+    rerun = fake_server()
+    with make_backend("openai", model="test-model", base_url=rerun.url, cache_path=path, **FAST) as backend:
+        out = backend.generate(prompts, KILL_PARAMS, "responder")
+    assert [c.text for c in out] == [rerun.reply_text(p) for p in prompts]
+    assert set(rerun.by_prompt) == set(prompts) - saved and rerun.total_requests == n - len(saved)
