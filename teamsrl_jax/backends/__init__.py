@@ -55,7 +55,8 @@ class BackendConfig:
     base_url: str = "https://api.openai.com/v1"
     """Endpoint root for kind "openai", e.g. http://127.0.0.1:8000/v1 for a local vLLM server."""
     model: str = ""
-    """Model id sent to the endpoint; part of the cache key."""
+    """Model id sent to the endpoint; part of the cache key. Required for "openai"; "" keeps the simulated
+    backend's default."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key (the key itself is never in a config).
     Unset is allowed for local servers, which get the placeholder "EMPTY"."""
@@ -95,9 +96,11 @@ class BackendConfig:
         """The backend this config describes (cached when ``cache_path`` is set)."""
         kwargs = dict(self.extra)
         if self.kind == "openai":
-            kwargs.update(model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
-                          concurrency=self.concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
+            kwargs.update(base_url=self.base_url, api_key_env=self.api_key_env, concurrency=self.concurrency,
+                          timeout_s=self.timeout_s, max_retries=self.max_retries,
                           backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s)
+        if self.model or self.kind == "openai":  # the simulated backend has a default model id
+            kwargs["model"] = self.model
         return make_backend(self.kind, cache_path=self.cache_path, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
