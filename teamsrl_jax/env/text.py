@@ -8,6 +8,7 @@ instruction are never re-substituted), and matching a filled template back to it
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -87,3 +88,19 @@ def template_matcher(template: str, names: Sequence[str]) -> re.Pattern[str]:
         pos = m.end()
     out.append(re.escape(template[pos:]))
     return re.compile("".join(out), re.DOTALL)
+
+
+def stable_hash(s: str) -> int:
+    """A 32-bit hash that is the same in every process and on every machine (unlike ``hash``)."""
+    return zlib.crc32(s.encode("utf-8"))
+
+
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.M)
+_JSON_START = re.compile(r"^\s*[\[{]", re.M)
+_JSON_KEY = re.compile(r"\"\s*:")
+
+
+def has_structured_input(text: str) -> bool:
+    """True when the text carries a markdown table (2+ rows), a fenced code block or a JSON object/list."""
+    return (len(_TABLE_ROW.findall(text)) >= 2 or "```" in text
+            or bool(_JSON_START.search(text) and _JSON_KEY.search(text)))

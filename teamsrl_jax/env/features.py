@@ -1,0 +1,85 @@
+"""State features (observations), vectorised over the batch of chains. Pure functions, numpy float32.
+
+``paper``: the one-hot of the previous action (all zeros at reset), as in the original. The running
+mean/std normalisation the original applies happens in the RL core, not here.
+
+``default``: a description of the current instruction, laid out as
+``[hashed text (dim) | one-hot previous action (A) | step fraction t/H (1) | stats (4)]``:
+- hashed text: word unigrams, word bigrams and character 3-grams, each group hashed with a signed
+  hashing trick (crc32; bucket = h mod dim, sign from the top bit), L2-normalised per group, summed and
+  L2-normalised again so that no group dominates by count;
+- stats: log-scaled word count and line count, whether a structured input (table/JSON/code) is present,
+  and log-scaled sentence count, each roughly in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from teamsrl_jax.env.text import has_structured_input, stable_hash, words
+
+FEATURE_KINDS = ("paper", "default")
+NUM_STATS = 4
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+
+
+def obs_dim(kind: str, num_actions: int, text_dim: int) -> int:
+    """Observation width for a feature kind."""
+    return num_actions if kind == "paper" else text_dim + num_actions + 1 + NUM_STATS
+
+
+def one_hot_previous(prev_actions: np.ndarray, num_actions: int) -> np.ndarray:
+    """[N, A] one-hot of the previous actions; a negative entry (no previous action) gives zeros."""
+    prev_actions = np.asarray(prev_actions)
+    out = np.zeros((len(prev_actions), num_actions), np.float32)
+    has = prev_actions >= 0
+    out[np.nonzero(has)[0], prev_actions[has]] = 1.0
+    return out
+
+
+def _add_group(vec: np.ndarray, grams: Sequence[str]) -> None:
+    if not grams:
+        return
+    dim = len(vec)
+    group = np.zeros(dim, np.float32)
+    hashes = np.fromiter((stable_hash(g) for g in grams), np.int64, len(grams))
+    np.add.at(group, hashes % dim, np.where(hashes >> 31, 1.0, -1.0).astype(np.float32))
+    norm = np.linalg.norm(group)
+    if norm > 0:
+        vec += group / norm
+
+
+def hashed_text(texts: Sequence[str], dim: int) -> np.ndarray:
+    """[N, dim] signed hashed word 1-2-grams + character 3-grams, L2-normalised (zeros for empty text)."""
+    out = np.zeros((len(texts), dim), np.float32)
+    for i, text in enumerate(texts):
+        tokens = words(text)
+        joined = f" {' '.join(tokens)} "
+        _add_group(out[i], ["w:" + t for t in tokens])
+        _add_group(out[i], [f"b:{a} {b}" for a, b in zip(tokens, tokens[1:])])
+        _add_group(out[i], ["c:" + joined[j:j + 3] for j in range(len(joined) - 2)] if tokens else [])
+        norm = np.linalg.norm(out[i])
+        if norm > 0:
+            out[i] /= norm
+    return out
+
+
+def text_stats(texts: Sequence[str]) -> np.ndarray:
+    """[N, 4]: log word count / log 257, log line count / log 33, structured input (0/1),
+    log sentence count / log 17."""
+    rows = [(math.log1p(len(words(t))) / math.log(257), math.log1p(t.count("\n") + 1) / math.log(33),
+             float(has_structured_input(t)), math.log1p(len(_SENTENCE_END.findall(t))) / math.log(17))
+            for t in texts]
+    return np.asarray(rows, np.float32).reshape(len(texts), NUM_STATS)
+
+
+def default_features(texts: Sequence[str], prev_actions: np.ndarray, step: int, horizon: int,
+                     num_actions: int, text_dim: int) -> np.ndarray:
+    """[N, text_dim + A + 1 + 4] float32 (layout in the module docstring)."""
+    n = len(texts)
+    return np.concatenate([hashed_text(texts, text_dim), one_hot_previous(prev_actions, num_actions),
+                           np.full((n, 1), step / horizon, np.float32), text_stats(texts)], axis=1)

@@ -1,0 +1,333 @@
+"""The reward: reviewer prompts, robust parsers for the reviewer's reply, elimination gates, novelty.
+
+Two kinds:
+
+``paper``: the reviewer is asked whether the previous and the new instruction are "Equal" or
+"Not Equal" in their constraints/requirements and in the depth/breadth of the inquiry; reward 1 for
+Not Equal, else 0. The original code compared the whole reply with one exact string, so a reviewer
+answering "Not Equal." (with a full stop) or "**Not equal**" scored 0: a bug. ``parse_verdict`` reads
+the verdict robustly and reports why when it cannot (ambiguous replies score 0).
+
+``default`` (ours): the reviewer grades the added difficulty and quality from 1 to 10, normalised to
+[0, 1]. Before any reviewer call, WizardLM-style elimination gates (no reviewer needed) drop rewrites
+that failed to parse, that are empty or only stop words/punctuation, that are refusals, that copy the
+prompt template, or that add no information (ROUGE-L overlap with the previous instruction at or above
+``max_overlap`` while not longer). A kept rewrite may earn a small novelty bonus:
+``novelty_weight · (1 − max Jaccard similarity)`` against a bounded memory of recent kept rewrites
+(word 1-2-gram sets, hashed). Eliminated chains get reward 0 and are not sent to the reviewer.
+
+reward = quality + novelty_weight · novelty (kept and scored), else 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from teamsrl_jax.backends.base import Backend, SamplingParams
+from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG
+from teamsrl_jax.env.text import content_words, fill_template, rouge_l, stable_hash, words
+
+REWARD_KINDS = ("paper", "default")
+
+PAPER_REVIEW = """Two instructions are shown below. Decide whether they are equally demanding, judging two things:
+1. the constraints and requirements each one sets, and
+2. the depth and breadth of the inquiry each one asks for.
+
+First instruction:
+<<<
+{old}
+>>>
+
+Second instruction:
+<<<
+{new}
+>>>
+
+If they are the same on both counts, answer "Equal". If they differ on either count, answer "Not Equal".
+Answer with one of these two phrases only."""
+
+DEFAULT_REVIEW = """You are reviewing an automatically evolved instruction meant for training a language model.
+
+Previous instruction:
+<<<
+{old}
+>>>
+
+Evolved instruction:
+<<<
+{new}
+>>>
+
+Rate the evolved instruction from 1 to 10 for how much it adds in difficulty and quality compared with the previous
+one: more requirements, a deeper or more specific inquiry, more reasoning steps, a richer input, or a fresh and less
+common task. It must stay clear, self-contained and answerable by a capable person; a broken, vague, unanswerable or
+merely reworded instruction gets 1 to 3.
+Start your reply with "Score: N" (N an integer from 1 to 10), then give at most one sentence of justification."""
+
+REVIEW_TEMPLATES = {"paper": PAPER_REVIEW, "default": DEFAULT_REVIEW}
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How rewrites are judged."""
+
+    kind: str = "default"
+    """``default`` (graded 1-10 score, gates, novelty) or ``paper`` (Equal / Not Equal)."""
+    eliminate: bool = True
+    """Apply the reviewer-free elimination gates (a parse failure is always eliminated)."""
+    max_overlap: float = 0.85
+    """No-information-gain gate: ROUGE-L F1 with the previous instruction at or above this, and not longer."""
+    refusal_max_words: int = 80
+    """A refusal phrase ("I'm sorry", "as an AI") eliminates a rewrite shorter than this many words."""
+    novelty_weight: float = 0.1
+    """Weight of the novelty bonus (0 disables it and its memory)."""
+    novelty_memory: int = 1024
+    """How many recent kept rewrites the novelty bonus compares against."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in REWARD_KINDS:
+            raise ValueError(f"reward.kind must be one of {', '.join(REWARD_KINDS)}, got {self.kind!r}")
+        if not 0 < self.max_overlap <= 1:
+            raise ValueError(f"reward.max_overlap must be in (0, 1], got {self.max_overlap!r}")
+        if self.refusal_max_words < 0:
+            raise ValueError(f"reward.refusal_max_words must be >= 0, got {self.refusal_max_words!r}")
+        if not self.novelty_weight >= 0:
+            raise ValueError(f"reward.novelty_weight must be >= 0, got {self.novelty_weight!r}")
+        if self.novelty_memory < 1:
+            raise ValueError(f"reward.novelty_memory must be >= 1, got {self.novelty_memory!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing the reviewer
+# ---------------------------------------------------------------------------------------------------
+
+_VERDICT = re.compile(r"\b(not\s+unequal|not\s+different|no\s+different|(?:do|does|did)\s*(?:not|n't)\s+differ|"
+                      r"not\s+equal|(?:is|are)n't\s+equal|unequal|not\s+the\s+same|different|differs?|"
+                      r"equal|the\s+same|identical)\b", re.I)
+_SAME = re.compile(r"^(?:not\s+un|not\s+diff|no\s+diff|do|does|did|equal$|the\s+same$|identical$)", re.I)
+_ANSWER_LABEL = re.compile(r"\b(?:final\s+answer|answer|verdict|judge?ment|decision|conclusion|result)\s*[:\-–]",
+                           re.I)
+_MARKUP = re.compile(r"[*_`#>\"“”]")
+
+
+def parse_verdict(reply: str) -> tuple[bool | None, str]:
+    """(True for Not Equal / False for Equal / None, note). The note explains a None.
+
+    After the last "Answer:"-style label if any, the first sentence that mentions a verdict decides
+    when all its mentions agree ("not unequal" and "not different" count as Equal)."""
+    text = _MARKUP.sub("", reply or "").strip()
+    if not text:
+        return None, "empty reviewer reply"
+    labels = list(_ANSWER_LABEL.finditer(text))
+    if labels:
+        text = text[labels[-1].end():].strip()
+    for sentence in re.split(r"[.!?;\n]+", text):
+        found = {not _SAME.match(m.group(1)) for m in _VERDICT.finditer(sentence)}
+        if len(found) == 1:
+            return found.pop(), ""
+        if found:
+            return None, "reviewer said both Equal and Not Equal"
+    return None, "no Equal / Not Equal verdict in the reviewer reply"
+
+
+_N = r"(\d+(?:\.\d+)?)"
+_OF = r"(?:\s*[*_]*\s*(?:/|out\s+of)\s*(\d+))?"
+_LABELLED = re.compile(r"\b(?:score|rating|grade|mark)\b(?:\s*[(\[]\s*\d+\s*(?:-|–|to)\s*\d+\s*[)\]])?"
+                       r"[^\w\n]{0,6}?(?:is\s+|of\s+)?[*_\s]*" + _N + _OF, re.I)
+_FRACTION = re.compile(r"(?<![\w.])" + _N + r"\s*[*_]*\s*(?:/|out\s+of)\s*(\d+)\b", re.I)
+_BOLD = re.compile(r"\*\*\s*" + _N + r"\s*\*\*" + _OF)
+_LEADING = re.compile(r"^[\s*_#>\"']*" + _N + _OF + r"(?=$|[\s.,:;)!*-])")
+
+
+def parse_score(reply: str, low: int = 1, high: int = 10) -> tuple[float | None, str]:
+    """(score in [low, high] or None, note). Preference: the last labelled score ("Score: 7",
+    "Rating - 6 out of 10", "**Score:** 8"), else the last "N/10" or "N out of 10", else a bold number,
+    else a number opening the reply. A stated scale other than /high, or a value out of range, gives None."""
+    text = reply or ""
+    for pattern in (_LABELLED, _FRACTION, _BOLD, _LEADING):
+        matches = list(pattern.finditer(text))
+        if not matches:
+            continue
+        value, scale = matches[-1].group(1), matches[-1].group(2)
+        if scale is not None and int(scale) != high:
+            return None, f"score {value}/{scale} is not on the 1-{high} scale"
+        score = float(value)
+        if not low <= score <= high:
+            return None, f"score {value} outside {low}-{high}"
+        return score, ""
+    return None, "no score in the reviewer reply"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Elimination gates (reviewer-free)
+# ---------------------------------------------------------------------------------------------------
+
+_REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|sorry,? but|apologi[sz]e|as an ai\b|as a language model|"
+                      r"i cannot|i can't|i can not|i am unable|i'm unable|i won't be able|unable to (?:comply|help))",
+                      re.I)
+_TEMPLATE_MARKERS = ("#rewritten", "#given", "given prompt", "given instruction", "rewritten prompt",
+                     "rewritten instruction", "new_instruction", "<<<", ">>>", OPEN_TAG, CLOSE_TAG)
+_SHINGLE = 6
+
+
+def _shingles(tokens: Sequence[str], n: int = _SHINGLE) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def copies_template(parent: str, rewrite: str, template: str) -> bool:
+    """True when the rewrite carries prompt-template wording the previous instruction did not have: a
+    known marker ("#Rewritten", "Given Prompt", "rewritten instruction", our tags) or any run of six
+    words of the template."""
+    low_new, low_old = rewrite.lower(), parent.lower()
+    if any(m in low_new and m not in low_old for m in _TEMPLATE_MARKERS):
+        return True
+    template_runs = _shingles(words(template.replace("{instruction}", " ")))
+    return bool((_shingles(words(rewrite)) & template_runs) - _shingles(words(parent)))
+
+
+def elimination_reason(parent: str, rewrite: str | None, template: str, config: RewardConfig) -> str:
+    """Why a rewrite is dropped before review ("" when kept). Names: parse_failure, empty, refusal,
+    copies_template, no_information_gain."""
+    if rewrite is None:
+        return "parse_failure"
+    if not config.eliminate:
+        return ""
+    if not content_words(rewrite):
+        return "empty"
+    n_new = len(words(rewrite))
+    if n_new < config.refusal_max_words and _REFUSAL.search(rewrite) and not _REFUSAL.search(parent):
+        return "refusal"
+    if copies_template(parent, rewrite, template):
+        return "copies_template"
+    # ROUGE-L is quadratic: compute it only where the length condition already holds.
+    if n_new <= len(words(parent)) and rouge_l(parent, rewrite) >= config.max_overlap:
+        return "no_information_gain"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Novelty memory
+# ---------------------------------------------------------------------------------------------------
+
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount(bits: np.ndarray) -> np.ndarray:
+    """Set bits per row of the last axis (uint64 words)."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(bits).sum(-1, dtype=np.int32)
+    return _POPCOUNT8[bits.view(np.uint8)].sum(-1, dtype=np.int32)
+
+
+class NoveltyMemory:
+    """A ring buffer of recent texts as hashed word 1-2-gram sets, packed into bits; Jaccard by popcount."""
+
+    def __init__(self, capacity: int, dim: int = 2048):
+        if dim % 64:
+            raise ValueError(f"NoveltyMemory dim must be a multiple of 64, got {dim}")
+        self.dim = dim
+        self._bits = np.zeros((capacity, dim // 64), np.uint64)
+        self._sizes = np.zeros(capacity, np.int32)
+        self._count = 0
+        self._next = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """[N, dim/64] uint64: the set of hashed word unigrams and bigrams of each text."""
+        out = np.zeros((len(texts), self.dim), bool)
+        for i, text in enumerate(texts):
+            tokens = words(text)
+            grams = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+            out[i, [stable_hash(g) % self.dim for g in grams]] = True
+        return np.packbits(out, axis=1).view(np.uint64)
+
+    def max_similarity(self, texts: Sequence[str]) -> np.ndarray:
+        """[N] largest Jaccard similarity of each text to the remembered ones (0 when empty)."""
+        if not self._count or not texts:
+            return np.zeros(len(texts), np.float32)
+        x = self.encode(texts)
+        inter = _popcount(x[:, None, :] & self._bits[None, :self._count])
+        union = _popcount(x)[:, None] + self._sizes[None, :self._count] - inter
+        return (inter / np.maximum(union, 1)).max(axis=1).astype(np.float32)
+
+    def add(self, texts: Sequence[str]) -> None:
+        for row in self.encode(texts):
+            self._bits[self._next], self._sizes[self._next] = row, _popcount(row)
+            self._next = (self._next + 1) % len(self._bits)
+            self._count = min(self._count + 1, len(self._bits))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The reward function: gates, one batched reviewer call, parsing, bonus
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class RewardResult:
+    """Per-chain results of one step."""
+
+    rewards: np.ndarray
+    """[N] float32."""
+    components: dict[str, np.ndarray]
+    """Per-chain arrays [N] for logging (see ``Reward.__call__``)."""
+    eliminated: list[str]
+    """Elimination reason per chain ("" when kept)."""
+    notes: list[str]
+    """Why the reviewer's reply gave no verdict/score ("" otherwise)."""
+    reviewer_replies: list[str | None] = field(default_factory=list)
+    """The reviewer's raw reply per chain (None where it was not asked)."""
+
+
+class Reward:
+    """Scores a batch of rewrites; holds the novelty memory across steps and episodes."""
+
+    def __init__(self, config: RewardConfig):
+        self.config = config
+        self.memory = NoveltyMemory(config.novelty_memory) if config.novelty_weight > 0 else None
+
+    def review_prompt(self, old: str, new: str) -> str:
+        return fill_template(REVIEW_TEMPLATES[self.config.kind], old=old, new=new)
+
+    def __call__(self, parents: Sequence[str], rewrites: Sequence[str | None], templates: Sequence[str],
+                 backend: Backend, params: SamplingParams) -> RewardResult:
+        """Gates, then ONE batched reviewer call for the kept chains (none when nothing is kept).
+
+        Components, each [N] float32: ``kept`` (1 when the rewrite passed the gates), and for ``paper``
+        ``not_equal`` (1/0) and ``verdict_parsed``; for ``default`` ``score`` (1-10, NaN when absent),
+        ``quality`` ((score-1)/9, 0 when absent) and ``novelty`` (1 - max similarity, 0 when not kept)."""
+        n = len(parents)
+        eliminated = [elimination_reason(p, r, t, self.config) for p, r, t in zip(parents, rewrites, templates)]
+        kept = [i for i in range(n) if not eliminated[i]]
+        replies: list[str | None] = [None] * n
+        if kept:
+            prompts = [self.review_prompt(parents[i], rewrites[i]) for i in kept]
+            for i, completion in zip(kept, backend.generate(prompts, params, role="reviewer")):
+                replies[i] = completion.text
+        kept_mask = np.zeros(n, np.float32)
+        kept_mask[kept] = 1.0
+        notes = [""] * n
+        if self.config.kind == "paper":
+            verdicts = np.zeros(n, np.float32)
+            parsed = np.zeros(n, np.float32)
+            for i in kept:
+                verdict, notes[i] = parse_verdict(replies[i])
+                verdicts[i], parsed[i] = float(verdict is True), float(verdict is not None)
+            components = {"kept": kept_mask, "not_equal": verdicts, "verdict_parsed": parsed}
+            return RewardResult(verdicts.copy(), components, eliminated, notes, replies)
+        score = np.full(n, np.nan, np.float32)
+        for i in kept:
+            value, notes[i] = parse_score(replies[i])
+            score[i] = math.nan if value is None else value
+        scored = ~np.isnan(score)
+        quality = np.where(scored, (score - 1.0) / 9.0, 0.0).astype(np.float32)
+        novelty = np.zeros(n, np.float32)
+        if self.memory is not None and kept:
+            kept_texts = [rewrites[i] for i in kept]
+            novelty[kept] = 1.0 - self.memory.max_similarity(kept_texts)
+            self.memory.add(kept_texts)
+        rewards = np.where(scored, quality + self.config.novelty_weight * novelty, 0.0).astype(np.float32)
+        components = {"kept": kept_mask, "score": score, "quality": quality, "novelty": novelty}
+        return RewardResult(rewards, components, eliminated, notes, replies)

@@ -1,0 +1,154 @@
+"""Reviewer parsers on adversarial replies, elimination gates, novelty memory, and the reward call."""
+
+import math
+
+import numpy as np
+import pytest
+
+from teamsrl_jax.backends.accounting import QueryAccounting
+from teamsrl_jax.backends.base import Backend, Completion, SamplingParams
+from teamsrl_jax.env.operations import OperationSet
+from teamsrl_jax.env.reward import (NoveltyMemory, Reward, RewardConfig, copies_template, elimination_reason,
+                                    parse_score, parse_verdict)
+
+TEMPLATE = OperationSet().templates[0]
+
+
+@pytest.mark.parametrize("reply, verdict", [
+    ("Not Equal", True), ("Not Equal.", True), ("**Not equal**", True), ("They are not equal", True),
+    ("Answer: Not Equal", True), ('"Not Equal"', True), ("NOT EQUAL", True), ("They aren't equal.", True),
+    ("They are not the same.", True), ("The second is different.", True), ("Unequal", True),
+    ("Not Equal. Although both are equal in length, the second adds a rule.", True),
+    ("Equal", False), ("equal.", False), ("They are equal.", False), ("not unequal", False),
+    ("They are not different.", False), ("They don't differ.", False), ("Verdict - Equal", False),
+    ("Answer: Equal\nI first thought they were not equal.", False),
+    ("Equal or Not Equal? Not Equal.", None), ("Hmm, hard to say.", None), ("", None),
+])
+def test_parse_verdict(reply, verdict):
+    got, note = parse_verdict(reply)
+    assert got is verdict
+    assert (note == "") == (verdict is not None)
+
+
+def test_parse_verdict_notes_explain_failures():
+    assert parse_verdict("Equal or Not Equal?")[1] == "reviewer said both Equal and Not Equal"
+    assert parse_verdict("no idea")[1] == "no Equal / Not Equal verdict in the reviewer reply"
+
+
+@pytest.mark.parametrize("reply, score", [
+    ("Score: 7", 7.0), ("7/10", 7.0), ("**8**", 8.0), ("Rating - 6 out of 10", 6.0), ("Score: 7.5", 7.5),
+    ("10/10", 10.0), ("1", 1.0), ("Score: 10/10", 10.0), ("score of 6", 6.0), ("**Score:** 8", 8.0),
+    ("Score: **8**", 8.0), ("Score (1-10): 7", 7.0), ("8. A solid rewrite.", 8.0),
+    ("I'd give it 8/10. It adds 2 constraints and 3 steps.", 8.0),
+    ("The rewrite adds 3 constraints; Score: 9", 9.0), ("Score: 7\nOn reflection, final score: 8", 8.0),
+    ("Score: 12", None), ("Score: 0", None), ("4/5", None), ("It adds 3 steps.", None), ("no idea", None),
+    ("", None),
+])
+def test_parse_score(reply, score):
+    got, note = parse_score(reply)
+    assert got == score
+    assert (note == "") == (score is not None)
+
+
+def test_parse_score_notes():
+    assert parse_score("Score: 12")[1] == "score 12 outside 1-10"
+    assert parse_score("4/5")[1] == "score 4/5 is not on the 1-10 scale"
+
+
+OLD = "Explain how a refrigerator keeps food cold."
+
+
+@pytest.mark.parametrize("rewrite, reason", [
+    (None, "parse_failure"),
+    ("The and of, to the!", "empty"),
+    ("I'm sorry, but I cannot rewrite this instruction.", "refusal"),
+    ("As an AI language model I am unable to do that.", "refusal"),
+    (OLD + " #Rewritten Prompt# must be harder.", "copies_template"),
+    (OLD + " Keep any table, code, data or quoted input of the original exactly as it is.", "copies_template"),
+    (OLD, "no_information_gain"),
+    ("Explain how a refrigerator keeps food cold", "no_information_gain"),
+    (OLD + " Use at least two concrete examples.", ""),
+    ("Describe how bees navigate using the position of the sun.", ""),
+])
+def test_elimination_reason(rewrite, reason):
+    assert elimination_reason(OLD, rewrite, TEMPLATE, RewardConfig()) == reason
+
+
+def test_gates_off_keeps_everything_but_parse_failures():
+    config = RewardConfig(eliminate=False)
+    assert elimination_reason(OLD, OLD, TEMPLATE, config) == ""
+    assert elimination_reason(OLD, None, TEMPLATE, config) == "parse_failure"
+
+
+def test_template_copy_ignores_wording_the_old_instruction_had():
+    old = "Quote the line: keep any table, code, data or quoted input of the original exactly as it is."
+    assert not copies_template(old, old + " Then explain it.", TEMPLATE)
+
+
+def test_novelty_memory_jaccard_and_ring_buffer():
+    memory = NoveltyMemory(capacity=2, dim=256)
+    assert memory.max_similarity(["anything"]).tolist() == [0.0]
+    memory.add(["red green blue"])
+    # unigrams {red, green, blue} + bigrams {red green, green blue} vs {red, green} + {red green}: 3/5
+    assert memory.max_similarity(["red green blue", "red green", "violet"]) == pytest.approx([1.0, 0.6, 0.0])
+    memory.add(["one"])
+    memory.add(["two"])  # evicts "red green blue"
+    assert memory.max_similarity(["red green blue", "two"]) == pytest.approx([0.0, 1.0])
+
+
+class FixedReviewer(Backend):
+    """Replies with a fixed reviewer text; records every call."""
+
+    name, model = "fixed", "fixed"
+
+    def __init__(self, reply):
+        self.reply, self.calls, self.accounting = reply, [], QueryAccounting()
+
+    def generate(self, prompts, params, role, sample_indices=None):
+        self.calls.append((role, list(prompts)))
+        return [Completion(self.reply) for _ in prompts]
+
+
+def test_default_reward_gates_one_call_and_novelty():
+    backend = FixedReviewer("Score: 10")
+    reward = Reward(RewardConfig(novelty_weight=0.1))
+    parents = [OLD, OLD, OLD]
+    rewrites = [OLD + " Use at least two concrete examples.", None, OLD]
+    result = reward(parents, rewrites, [TEMPLATE] * 3, backend, SamplingParams())
+    assert len(backend.calls) == 1 and backend.calls[0][0] == "reviewer" and len(backend.calls[0][1]) == 1
+    assert result.eliminated == ["", "parse_failure", "no_information_gain"]
+    assert result.rewards.tolist() == pytest.approx([1.1, 0.0, 0.0])
+    assert result.components["kept"].tolist() == [1.0, 0.0, 0.0]
+    assert result.components["score"][0] == 10.0 and math.isnan(result.components["score"][1])
+    assert result.reviewer_replies == ["Score: 10", None, None]
+    again = reward(parents[:1], rewrites[:1], [TEMPLATE], backend, SamplingParams())  # now remembered
+    assert again.components["novelty"].tolist() == [0.0] and again.rewards.tolist() == pytest.approx([1.0])
+
+
+def test_default_reward_unparseable_score_is_zero_with_note():
+    result = Reward(RewardConfig())([OLD], [OLD + " Avoid jargon."], [TEMPLATE], FixedReviewer("Great!"),
+                                    SamplingParams())
+    assert result.rewards.tolist() == [0.0] and result.notes == ["no score in the reviewer reply"]
+
+
+def test_paper_reward_counts_not_equal_with_full_stop():
+    result = Reward(RewardConfig(kind="paper", eliminate=False))(
+        [OLD, OLD], [OLD, None], [TEMPLATE] * 2, FixedReviewer("Not Equal."), SamplingParams())
+    assert result.rewards.tolist() == [1.0, 0.0]  # the original's exact match would have scored 0
+    assert set(result.components) == {"kept", "not_equal", "verdict_parsed"}
+
+
+def test_no_reviewer_call_when_everything_is_eliminated():
+    backend = FixedReviewer("Score: 9")
+    result = Reward(RewardConfig())([OLD], [None], [TEMPLATE], backend, SamplingParams())
+    assert backend.calls == [] and result.rewards.tolist() == [0.0]
+
+
+def test_reward_config_validation():
+    with pytest.raises(ValueError, match="reward.kind"):
+        RewardConfig(kind="graded")
+    with pytest.raises(ValueError, match="reward.max_overlap"):
+        RewardConfig(max_overlap=0)
+    with pytest.raises(ValueError, match="reward.novelty_weight"):
+        RewardConfig(novelty_weight=-1)
+    assert np.isfinite(RewardConfig().max_overlap)
