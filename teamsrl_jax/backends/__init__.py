@@ -4,6 +4,12 @@ Kinds: "openai" (any OpenAI-compatible endpoint: OpenAI, vLLM, SGLang, llama.cpp
 "simulated" (offline, deterministic). Any kind can sit behind the persistent ``CompletionCache``.
 ``make_backend`` builds one from keyword arguments; ``BackendConfig`` is the typed config CLIs share.
 The OpenAI SDK is imported only when an "openai" backend is made (it takes about a second).
+
+    from teamsrl_jax.backends import SamplingParams, make_backend
+    with make_backend("openai", model="meta-llama/Llama-3.1-8B-Instruct", base_url="http://127.0.0.1:8000/v1",
+                      cache_path="runs/cache.sqlite") as llm:       # a local vLLM server needs no key
+        replies = llm.generate(prompts, SamplingParams(temperature=1.0, top_k=40), role="instructor")
+    print(llm.accounting.format_table())
 """
 
 from __future__ import annotations

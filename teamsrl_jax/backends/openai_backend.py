@@ -130,8 +130,11 @@ class OpenAIBackend(Backend):
         self.progress_min_batch = progress_min_batch
         self.accounting = accounting if accounting is not None else QueryAccounting()
         key = resolve_api_key(api_key_env, self.base_url)
-        # Only to scrub messages; kept in a closure, not as an attribute, so no repr or vars() shows it.
-        self._scrub = lambda text: text.replace(key, "***") if key != LOCAL_PLACEHOLDER_KEY else text
+
+        def scrub(text: str) -> str:  # the key lives in this closure, not in an attribute repr() or vars() show
+            return text.replace(key, "***") if key != LOCAL_PLACEHOLDER_KEY else text
+
+        self._scrub = scrub
         self._client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
         self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
@@ -176,9 +179,18 @@ class OpenAIBackend(Backend):
         except RuntimeError:
             inside_a_loop = False
         if not inside_a_loop:  # (not inside the except: errors raised here must not chain onto it)
-            return self._loop.run_until_complete(make_coro())
+            return self._run_here(make_coro)
         with ThreadPoolExecutor(1, thread_name_prefix="openai-backend") as pool:
-            return pool.submit(lambda: self._loop.run_until_complete(make_coro())).result()
+            return pool.submit(self._run_here, make_coro).result()
+
+    def _run_here(self, make_coro):
+        main = self._loop.create_task(make_coro())
+        try:
+            return self._loop.run_until_complete(main)
+        finally:
+            if not main.done():  # interrupted (Ctrl-C): cancel the batch so no request outlives this call
+                main.cancel()
+                self._loop.run_until_complete(asyncio.gather(main, return_exceptions=True))
 
     # ---- the batch and one request --------------------------------------------------------------------
 
