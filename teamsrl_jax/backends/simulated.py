@@ -14,7 +14,9 @@ then carried out as a text transformation drawn from seeded phrase banks:
 - increase_reasoning_steps: ask for explicit step-by-step reasoning;
 - complicate_input: append a small markdown table, JSON object or code block;
 - breadth: a new, rarer instruction in the same domain (keyword-detected) from templates;
-- a user operation of kind depth is treated like add_constraints, of kind breadth like breadth.
+- a user operation passed in ``operations`` is treated like add_constraints (kind depth) or breadth;
+  a prompt from a template it was not given is treated as add_constraints on the text between the
+  last ``<<<`` / ``>>>`` markers (or on the whole prompt).
 Depth changes go to the end of the instruction's first paragraph, so an attached input stays intact.
 The reply wraps the result in the requested tags, sometimes with chatter, quotes, a fence, a label
 instead of tags, or a trailing note; with small seeded probabilities it is a refusal or copies words

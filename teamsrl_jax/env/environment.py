@@ -74,12 +74,17 @@ class EnvConfig:
                 object.__setattr__(self, name, cls(**value))
             elif not isinstance(value, cls):
                 raise ValueError(f"EnvConfig.{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
-        checks = (("num_chains", self.num_chains >= 1, "must be >= 1"),
-                  ("horizon", self.horizon >= 1, "must be >= 1"),
+        def positive_int(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+        checks = (("num_chains", positive_int(self.num_chains), "must be an integer >= 1"),
+                  ("horizon", positive_int(self.horizon), "must be an integer >= 1"),
+                  ("seed", isinstance(self.seed, (int, np.integer)), "must be an integer"),
                   ("reset_chains", self.reset_chains in RESET_MODES, f"must be one of {', '.join(RESET_MODES)}"),
                   ("features", self.features in FEATURE_KINDS, f"must be one of {', '.join(FEATURE_KINDS)}"),
-                  ("feature_dim", self.feature_dim >= 8, "must be >= 8"),
-                  ("held_out_fraction", 0 <= self.held_out_fraction < 1, "must be in [0, 1)"),
+                  ("feature_dim", positive_int(self.feature_dim) and self.feature_dim >= 8, "must be an integer >= 8"),
+                  ("held_out_fraction", isinstance(self.held_out_fraction, (int, float))
+                   and 0 <= self.held_out_fraction < 1, "must be in [0, 1)"),
                   ("operations_mode", self.operations_mode in ("merge", "replace"), "must be merge or replace"))
         for name, ok, message in checks:
             if not ok:

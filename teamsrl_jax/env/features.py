@@ -5,8 +5,9 @@ mean/std normalisation the original applies happens in the RL core, not here.
 
 ``default``: a description of the current instruction, laid out as
 ``[hashed text (dim) | one-hot previous action (A) | step fraction t/H (1) | stats (4)]``:
-- hashed text: word unigrams, word bigrams and character 3-grams, each group hashed with a signed
-  hashing trick (crc32; bucket = h mod dim, sign from the top bit), L2-normalised per group, summed and
+- hashed text: word unigrams, word bigrams and (UTF-8 byte) 3-grams of the lower-cased words, each group
+  hashed with a signed hashing trick (stable 32-bit hashes from ``text.word_ngram_hashes`` /
+  ``byte_trigram_hashes``; bucket = h mod dim, sign from bit 31), L2-normalised per group, summed and
   L2-normalised again so that no group dominates by count;
 - stats: log-scaled word count and line count, whether a structured input (table/JSON/code) is present,
   and log-scaled sentence count, each roughly in [0, 1].
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from teamsrl_jax.env.text import has_structured_input, stable_hash, words
+from teamsrl_jax.env.text import byte_trigram_hashes, has_structured_input, word_ngram_hashes, words
 
 FEATURE_KINDS = ("paper", "default")
 NUM_STATS = 4
@@ -41,30 +42,30 @@ def one_hot_previous(prev_actions: np.ndarray, num_actions: int) -> np.ndarray:
     return out
 
 
-def _add_group(vec: np.ndarray, grams: Sequence[str]) -> None:
-    if not grams:
+def _add_group(vec: np.ndarray, hashes: np.ndarray) -> None:
+    """Add one L2-normalised group of signed hashed features (bucket h mod dim, sign from bit 31)."""
+    if not len(hashes):
         return
     dim = len(vec)
     group = np.zeros(dim, np.float32)
-    hashes = np.fromiter((stable_hash(g) for g in grams), np.int64, len(grams))
-    np.add.at(group, hashes % dim, np.where(hashes >> 31, 1.0, -1.0).astype(np.float32))
+    np.add.at(group, (hashes % np.uint64(dim)).astype(np.int64),
+              np.where(hashes >> np.uint64(31), 1.0, -1.0).astype(np.float32))
     norm = np.linalg.norm(group)
     if norm > 0:
         vec += group / norm
 
 
 def hashed_text(texts: Sequence[str], dim: int) -> np.ndarray:
-    """[N, dim] signed hashed word 1-2-grams + character 3-grams, L2-normalised (zeros for empty text)."""
+    """[N, dim] signed hashed word 1-2-grams + byte 3-grams, L2-normalised (zeros for empty text)."""
     out = np.zeros((len(texts), dim), np.float32)
     for i, text in enumerate(texts):
         tokens = words(text)
-        joined = f" {' '.join(tokens)} "
-        _add_group(out[i], ["w:" + t for t in tokens])
-        _add_group(out[i], [f"b:{a} {b}" for a, b in zip(tokens, tokens[1:])])
-        _add_group(out[i], ["c:" + joined[j:j + 3] for j in range(len(joined) - 2)] if tokens else [])
-        norm = np.linalg.norm(out[i])
-        if norm > 0:
-            out[i] /= norm
+        if not tokens:
+            continue
+        unigrams, bigrams = word_ngram_hashes(tokens)
+        for group in (unigrams, bigrams, byte_trigram_hashes(f" {' '.join(tokens)} ")):
+            _add_group(out[i], group)
+        out[i] /= np.linalg.norm(out[i])
     return out
 
 

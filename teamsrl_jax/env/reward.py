@@ -25,12 +25,13 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from teamsrl_jax.backends.base import Backend, SamplingParams
 from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG
-from teamsrl_jax.env.text import content_words, fill_template, rouge_l, stable_hash, words
+from teamsrl_jax.env.text import content_words, fill_template, rouge_l, word_ngram_hashes, words
 
 REWARD_KINDS = ("paper", "default")
 
@@ -186,8 +187,12 @@ def copies_template(parent: str, rewrite: str, template: str) -> bool:
     low_new, low_old = rewrite.lower(), parent.lower()
     if any(m in low_new and m not in low_old for m in _TEMPLATE_MARKERS):
         return True
-    template_runs = _shingles(words(template.replace("{instruction}", " ")))
-    return bool((_shingles(words(rewrite)) & template_runs) - _shingles(words(parent)))
+    return bool((_shingles(words(rewrite)) & _template_shingles(template)) - _shingles(words(parent)))
+
+
+@lru_cache(maxsize=64)
+def _template_shingles(template: str) -> frozenset[tuple[str, ...]]:
+    return frozenset(_shingles(words(template.replace("{instruction}", " "))))
 
 
 def elimination_reason(parent: str, rewrite: str | None, template: str, config: RewardConfig) -> str:
@@ -240,19 +245,22 @@ class NoveltyMemory:
         """[N, dim/64] uint64: the set of hashed word unigrams and bigrams of each text."""
         out = np.zeros((len(texts), self.dim), bool)
         for i, text in enumerate(texts):
-            tokens = words(text)
-            grams = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
-            out[i, [stable_hash(g) % self.dim for g in grams]] = True
+            unigrams, bigrams = word_ngram_hashes(words(text))
+            out[i, (np.concatenate([unigrams, bigrams]) % np.uint64(self.dim)).astype(np.int64)] = True
         return np.packbits(out, axis=1).view(np.uint64)
 
-    def max_similarity(self, texts: Sequence[str]) -> np.ndarray:
+    def max_similarity(self, texts: Sequence[str], chunk: int = 32) -> np.ndarray:
         """[N] largest Jaccard similarity of each text to the remembered ones (0 when empty)."""
         if not self._count or not texts:
             return np.zeros(len(texts), np.float32)
         x = self.encode(texts)
-        inter = _popcount(x[:, None, :] & self._bits[None, :self._count])
-        union = _popcount(x)[:, None] + self._sizes[None, :self._count] - inter
-        return (inter / np.maximum(union, 1)).max(axis=1).astype(np.float32)
+        sizes, memory = _popcount(x), self._bits[:self._count]
+        out = np.empty(len(texts), np.float32)
+        for start in range(0, len(x), chunk):  # bounds the [chunk, memory, words] temporary
+            inter = _popcount(x[start:start + chunk, None, :] & memory[None])
+            union = sizes[start:start + chunk, None] + self._sizes[None, :self._count] - inter
+            out[start:start + chunk] = (inter / np.maximum(union, 1)).max(axis=1)
+        return out
 
     def add(self, texts: Sequence[str]) -> None:
         for row in self.encode(texts):

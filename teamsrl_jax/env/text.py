@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -22,9 +25,16 @@ he him his she her they them their us also up down out off again further once s 
 """.split())
 
 
+@lru_cache(maxsize=8192)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text.lower()))
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters/digits, with an optional apostrophe suffix such as ``don't``)."""
-    return _WORD.findall(text.lower())
+    """Lower-cased word tokens (letters/digits, with an optional apostrophe suffix such as ``don't``).
+
+    Cached: the gates, the features and the novelty memory all tokenise the same texts each step."""
+    return list(_words(text))
 
 
 def content_words(text: str) -> list[str]:
@@ -93,6 +103,36 @@ def template_matcher(template: str, names: Sequence[str]) -> re.Pattern[str]:
 def stable_hash(s: str) -> int:
     """A 32-bit hash that is the same in every process and on every machine (unlike ``hash``)."""
     return zlib.crc32(s.encode("utf-8"))
+
+
+_stable_hash_cached = lru_cache(maxsize=1 << 16)(stable_hash)
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def mix32(h: np.ndarray) -> np.ndarray:
+    """Murmur3's 32-bit finaliser on uint64 arrays: spreads every input bit over all 32 output bits."""
+    h = h & _M32
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & _M32
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & _M32
+    return h ^ (h >> np.uint64(16))
+
+
+def word_ngram_hashes(tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(unigram hashes [T], bigram hashes [T-1]) as 32-bit values in uint64 arrays; stable everywhere.
+
+    Words are hashed once with crc32 (cached); bigrams combine the two word hashes with ``mix32``."""
+    h = np.fromiter((_stable_hash_cached(t) for t in tokens), np.uint64, len(tokens))
+    return mix32(h ^ np.uint64(0x5BD1E995)), mix32((h[:-1] * np.uint64(0x9E3779B1)) ^ h[1:])
+
+
+def byte_trigram_hashes(text: str) -> np.ndarray:
+    """Hashes [len-2] of the UTF-8 byte 3-grams of ``text`` (uint64 holding 32-bit values), vectorised."""
+    b = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.uint64)
+    if len(b) < 3:
+        return np.zeros(0, np.uint64)
+    return mix32((b[:-2] << np.uint64(16)) | (b[1:-1] << np.uint64(8)) | b[2:] | np.uint64(0x3000000))
 
 
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.M)

@@ -118,7 +118,8 @@ def test_paper_preset_one_hot_state_and_persistent_chain():
 
 
 def test_bad_config_and_actions_are_one_line_errors():
-    for kwargs, field in [({"num_chains": 0}, "num_chains"), ({"reset_chains": "never"}, "reset_chains"),
+    for kwargs, field in [({"num_chains": 0}, "num_chains"), ({"num_chains": "8"}, "num_chains"),
+                          ({"feature_dim": 4}, "feature_dim"), ({"seed": None}, "seed"), ({"reset_chains": "never"}, "reset_chains"),
                           ({"features": "bert"}, "features"), ({"held_out_fraction": 1.0}, "held_out_fraction"),
                           ({"operations_mode": "append"}, "operations_mode"), ({"horizon": 0}, "horizon")]:
         with pytest.raises(ValueError, match=f"EnvConfig.{field}"):

@@ -4,6 +4,28 @@ import numpy as np
 import pytest
 
 from teamsrl_jax.env.features import NUM_STATS, default_features, hashed_text, obs_dim, one_hot_previous, text_stats
+from teamsrl_jax.env.text import byte_trigram_hashes, mix32, stable_hash, word_ngram_hashes
+
+
+def fmix32(h):
+    """Murmur3's finaliser on Python ints: the reference for the vectorised uint64 version."""
+    h &= 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def test_vectorised_hashes_match_a_scalar_reference():
+    values = [0, 1, 0xFFFFFFFF, 0x123456789, 2 ** 63 + 5]
+    assert mix32(np.array(values, np.uint64)).tolist() == [fmix32(v) for v in values]
+    uni, bi = word_ngram_hashes(["red", "fox"])
+    r, f = stable_hash("red"), stable_hash("fox")
+    assert uni.tolist() == [fmix32(r ^ 0x5BD1E995), fmix32(f ^ 0x5BD1E995)]
+    assert bi.tolist() == [fmix32(((r * 0x9E3779B1) & (2 ** 64 - 1)) ^ f)]
+    assert byte_trigram_hashes(" a ").tolist() == [fmix32((32 << 16 | 97 << 8 | 32) | 0x3000000)]
+    assert byte_trigram_hashes("ab").tolist() == []
 
 
 def test_one_hot_previous_action_zero_at_reset():
@@ -18,9 +40,10 @@ def test_hashed_text_is_unit_norm_stable_and_discriminative():
     assert x.shape == (3, 256) and x.dtype == np.float32
     assert np.linalg.norm(x, axis=1) == pytest.approx([1.0, 1.0, 0.0], abs=1e-6)
     assert np.array_equal(x, hashed_text(texts, 256))
-    # crc32-based, so the same on every machine and process: "w:a" -> bucket 48, "c: a " -> 11, both +
+    # stable on every machine and process: the unigram "a" lands in bucket 21 with sign -, the byte
+    # 3-gram " a " in bucket 18 with sign + (checked against the pure-Python reference below)
     single = hashed_text(["a"], 64)[0]
-    assert np.nonzero(single)[0].tolist() == [11, 48] and single[[11, 48]] == pytest.approx([0.5 ** 0.5] * 2)
+    assert np.nonzero(single)[0].tolist() == [18, 21] and single[[18, 21]] == pytest.approx([0.5 ** 0.5, -0.5 ** 0.5])
     assert float(x[0] @ x[1]) < 0.5
     near = hashed_text(["Explain how a refrigerator keeps food very cold."], 256)[0]
     assert float(x[0] @ near) > 0.8
