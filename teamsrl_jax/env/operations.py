@@ -214,20 +214,23 @@ _LABEL_WORDS = (r"(?:the\s+)?(?:final\s+)?(?:#?\s*)(?:rewritten|new|revised|evol
 _LABEL = re.compile(r"^[ \t>*_#`\"']*" + _LABEL_WORDS + r"[ \t*_#`]*(?::|\s[-–—]|\s+is\s*:)[ \t*_#`]*",
                     re.I | re.M)
 # Chatter before the instruction: "Sure! Here's the rewritten instruction:", "Okay, here is my version:".
-# An interjection counts only when punctuation follows it at once ("Great Britain ..." is not chatter), and
-# a "here is ..." lead-in only when it names the rewrite ("Here is a list of numbers: ..." is content).
+# A "here is ..." lead-in counts only when it names the rewrite ("Here is a list of numbers: ..." is
+# content); an interjection only with such a lead-in, or as a short first line of its own
+# ("Alright, here is a question for you. Which movie ...?" is content).
 _INTERJECTION = r"(?:sure|certainly|of course|okay|ok|absolutely|alright|great)\s*[!,.]"
-_CHATTER = re.compile(r"^(?:" + _INTERJECTION + r"\s*)?(?:(?:here\s+is|here's|below\s+is)\s+(?:the|my|a|an|your)\s+"
-                      r"[^\n:]{0,60}?\b(?:instruction|prompt|version|rewrite)\b[^\n:]{0,40}:\s*)?", re.I)
-_CHATTER_LINE = re.compile(r"^" + _INTERJECTION + r"[^\n]*\n", re.I)
+_CHATTER = re.compile(r"^(?:" + _INTERJECTION + r"\s*)?(?:here\s+is|here's|below\s+is)\s+(?:the|my|a|an|your)\s+"
+                      r"[^\n:]{0,60}?\b(?:instruction|prompt|version|rewrite)\b[^\n:]{0,40}:\s*", re.I)
+_INTERJECTION_START = re.compile(r"^" + _INTERJECTION, re.I)
+_ABOUT_HELPING = re.compile(r"\b(?:help|happy|glad|rewrit\w*|version|instruction|prompt|here you go)\b", re.I)
 _FENCE = re.compile(r"^```[ \t]*(?:text|markdown|md|plaintext|txt)?[ \t]*\n(.*)\n```[ \t]*$", re.S | re.I)
 _LONE_FENCE = re.compile(r"^```[ \t]*(?:text|markdown|md|plaintext|txt)?[ \t]*\n|\n```[ \t]*$", re.I)
-_ABOUT_REWRITE = r"(?=[^\n]{0,80}?\b(?:i|added|rewrit\w*|original|instruction|prompt|version|changed|replaced)\b)"
-# Trailing notes about the rewrite (a note that is part of the task, "Note: values are in kg.", stays).
-_NOTE = re.compile(r"\n\s*\(?\s*(?:\*\*)?(?:(?:explanation|rationale)\b|(?:notes?|changes?(?: made)?)\s*(?:\*\*)?\s*:"
+_I_CHANGED = r"(?-i:I)(?:'ve|\s+have)?\s+(?:added|made|changed|replaced|introduced|included|kept|modified|rewr\w*)"
+_ABOUT_REWRITE = r"(?=[^\n]{0,80}?\b(?:" + _I_CHANGED + r"|added|rewrit\w*|instruction|prompt|version|constraint)\b)"
+# Trailing notes about the rewrite. A note that belongs to the task ("Note: values are in kg.",
+# "Explanation: Mary is the tallest" in a worked example) stays.
+_NOTE = re.compile(r"\n\s*\(?\s*(?:\*\*)?(?:(?:notes?|explanation|rationale|changes?(?: made)?)\s*(?:\*\*)?\s*:"
                    + _ABOUT_REWRITE + r"|(?:this|the above|in this|my) (?:rewritten|new|revised|updated|evolved) "
-                   r"(?:instruction|prompt|version)\b|i (?:have )?(?:added|replaced|made|changed|introduced|included)\b)"
-                   r".*$", re.I | re.S)
+                   r"(?:instruction|prompt|version)\b|" + _I_CHANGED + r"\b).*$", re.I | re.S)
 _INLINE_NOTE = re.compile(r"\s*\((?:note\s*:\s*)?(?:i (?:have )?(?:added|replaced|changed|introduced|made)|"
                           r"(?:this|the) (?:rewritten|new|revised) (?:instruction|prompt|version))\b[^)]*\)\s*$", re.I)
 _QUOTES = (('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("«", "»"), ("`", "`"), ("**", "**"), ("__", "__"))
@@ -248,6 +251,20 @@ def _strip_wrappers(text: str) -> str:
     return text
 
 
+def _drop_chatter_line(text: str) -> str:
+    """Drop a first line like "Okay." / "Sure, I can help with that." / "Certainly! Here it is:" when
+    more text follows; a first line that asks something or says more stays."""
+    first, newline, rest = text.partition("\n")
+    start = _INTERJECTION_START.match(first)
+    if not (start and newline and rest.strip()):
+        return text
+    tail = first[start.end():].strip()
+    if not tail or ("?" not in tail and len(tail.split()) <= 12
+                    and (tail.endswith(":") or _ABOUT_HELPING.search(tail))):
+        return rest.strip()
+    return text
+
+
 def _clean(text: str) -> str:
     prev = None
     text = _STRAY_TAG.sub("", text).strip()
@@ -259,8 +276,7 @@ def _clean(text: str) -> str:
         elif text.count("```") % 2:  # a lone fence left over from cutting at a label inside a fenced reply
             text = _LONE_FENCE.sub("", text).strip()
         text = _CHATTER.sub("", text, count=1).strip()
-        if "\n" in text and _CHATTER_LINE.match(text):
-            text = _CHATTER_LINE.sub("", text, count=1).strip()
+        text = _drop_chatter_line(text)
         label = _LABEL.match(text)
         if label:
             text = text[label.end():].strip()

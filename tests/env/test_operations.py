@@ -40,11 +40,13 @@ def test_paper_action_order_and_templates():
     ("Sure, here is the rewritten instruction: " + GOAL, GOAL),
     ("Certainly! Here is a harder version of the prompt:\n" + GOAL, GOAL),
     ("Okay.\n" + GOAL + " (Note: I added the meter requirement.)", GOAL),
+    ("Sure, I can help with that.\n" + GOAL, GOAL),
     ("```\n" + GOAL + "\n```", GOAL),
     ("```text\nRewritten instruction: " + GOAL + "\n```", GOAL),
     ("“" + GOAL + "”", GOAL),
     ("**" + GOAL + "**", GOAL),
-    (GOAL + "\n\nExplanation: the meter makes it harder.", GOAL),
+    (GOAL + "\n\nExplanation: I added a meter requirement.", GOAL),
+    (GOAL + "\n\n**Changes made:** the rewritten instruction asks for a meter.", GOAL),
     (GOAL + "\n\nThis rewritten instruction adds a constraint on meter.", GOAL),
     # content that merely looks like chatter, notes or quotes stays
     ("Here is a list of numbers: 3, 1, 2. Sort them.", "Here is a list of numbers: 3, 1, 2. Sort them."),
@@ -53,6 +55,12 @@ def test_paper_action_order_and_templates():
     ("Sum the column.\n\n| kg |\n|---|\n| 2 |\n\nNote: values are in kg.",
      "Sum the column.\n\n| kg |\n|---|\n| 2 |\n\nNote: values are in kg."),
     ("Explain it.\n```python\nprint(1)\n```", "Explain it.\n```python\nprint(1)\n```"),
+    ("Sort it.\nInput: [2,1]\nOutput: [1,2]\nExplanation: 1 comes first.",
+     "Sort it.\nInput: [2,1]\nOutput: [1,2]\nExplanation: 1 comes first."),
+    ("Note: i is an index.\nReturn nums[i].", "Note: i is an index.\nReturn nums[i]."),
+    ("Alright, here is a question for you. Which film won?\n\nA) X B) Y",
+     "Alright, here is a question for you. Which film won?\n\nA) X B) Y"),
+    ("Sure, write a limerick.", "Sure, write a limerick."),
     # nothing usable
     ("", None), ("   \n ", None), (f"{OPEN_TAG}{CLOSE_TAG}", None), ('"..."', None), ("**  **", None),
     ("Rewritten Prompt:", None),
@@ -60,6 +68,15 @@ def test_paper_action_order_and_templates():
 def test_parse_rewrite(reply, expected):
     assert parse_rewrite(reply) == expected
     assert OPS.parse(reply) == expected
+
+
+@pytest.mark.parametrize("name, key", [("teams_rl_original_generated_1386.jsonl", "instruction"),
+                                       ("wizardlm_testset_218.jsonl", "Instruction")])
+def test_parser_leaves_real_clean_instructions_unchanged(shared_data, name, key):
+    """Real evolved instructions (already clean) must come out of the parser exactly as they went in."""
+    rows = [json.loads(line) for line in (shared_data / "reference" / name).read_text().splitlines()]
+    changed = [r[key][:80] for r in rows if parse_rewrite(r[key]) != r[key].strip()]
+    assert len(rows) > 200 and changed == []
 
 
 def _write(tmp_path, name, data):
