@@ -152,3 +152,15 @@ def test_reward_config_validation():
     with pytest.raises(ValueError, match="reward.novelty_weight"):
         RewardConfig(novelty_weight=-1)
     assert np.isfinite(RewardConfig().max_overlap)
+
+
+@pytest.mark.parametrize("name, key", [("teams_rl_original_generated_1386.jsonl", "instruction"),
+                                       ("wizardlm_testset_218.jsonl", "Instruction")])
+def test_gates_keep_real_evolved_instructions(shared_data, name, key):
+    """No false eliminations on real, clean evolved instructions (against an unrelated short parent)."""
+    import json
+    rows = [json.loads(line)[key] for line in (shared_data / "reference" / name).read_text().splitlines()]
+    templates = OperationSet().templates
+    flagged = [(t[:60], elimination_reason("Write a poem.", t, templates[i % 6], RewardConfig()))
+               for i, t in enumerate(rows)]
+    assert [f for f in flagged if f[1]] == []
