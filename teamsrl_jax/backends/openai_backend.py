@@ -12,7 +12,8 @@ Called from inside a running loop (a notebook), it runs its loop on a helper thr
 One batch runs at a time per backend (a lock serialises callers on different threads).
 
 Secrets: the API key is read from the environment variable named by ``api_key_env`` and handed only to
-the SDK client; it is not stored on the backend, and it is scrubbed from every message we log or raise.
+the SDK client (which keeps it to sign requests); no attribute of ours holds it, and it is scrubbed from
+every message we log or raise. Raised errors carry no chained SDK exception (those hold the request).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,13 +49,12 @@ MAX_RETRY_AFTER_S = 120.0  # a longer server-requested wait is cut to this (the 
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 
 
-class _Retryable(Exception):
+@dataclass(frozen=True)
+class _Retryable:
     """One failed attempt that may succeed when repeated."""
 
-    def __init__(self, cause: str, retry_after: float | None = None):
-        super().__init__(cause)
-        self.cause = cause
-        self.retry_after = retry_after
+    cause: str
+    retry_after: float | None = None
 
 
 def is_local_url(base_url: str) -> bool:
