@@ -1,0 +1,141 @@
+"""The learning agent of the instruction MDP: policy, value net and observation normaliser as one pure state.
+
+    agent = Agent(rl_config, obs_dim=env.obs_dim, num_actions=env.num_actions)
+    actions, obs_n = agent.act(obs_NxD)                      # samples; updates the normaliser (training)
+    metrics = agent.learn(Rollout(obs_TxNxD, actions_TxN, rewards_TxN, dones_TxN, last_obs_NxD))
+
+The JAX parts are two jitted pure functions, ``_act`` and ``_learn``, over an :class:`AgentState`; the class
+only holds the state between calls, so checkpoints save and restore exactly one pytree (``agent.state``).
+The LLM calls stay outside, in the environment: nothing here blocks on I/O.
+
+One ``learn`` call is the original's update order: advantages by GAE with the current value net, then the
+value fit (L-BFGS or Adam) on the return targets, then one TRPO step of the policy on the normalised
+observations it acted on.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from teamsrl_jax.rl import RLConfig, TRPOBatch, ValueNet, gae, make_policy, norm_apply, norm_init, norm_update
+from teamsrl_jax.rl.trpo import trpo_update
+from teamsrl_jax.rl.value_fit import fit_value, value_fit_init
+
+
+class AgentState(NamedTuple):
+    """Everything that changes during training (one pytree: what a checkpoint holds)."""
+
+    policy: Any          # nnx.State of the policy network
+    value: Any           # nnx.State of the value network
+    value_opt: Any       # Adam moments of the value fit (None with L-BFGS)
+    norm: Any            # RunningNorm of the observations
+    key: jax.Array       # PRNG key for action sampling and minibatch order
+
+
+class Rollout(NamedTuple):
+    """Transitions of N chains over T steps (several episodes may follow each other along T)."""
+
+    obs: np.ndarray      # (T, N, D) normalised observations, as the policy saw them
+    actions: np.ndarray  # (T, N) int
+    rewards: np.ndarray  # (T, N)
+    dones: np.ndarray    # (T, N) bool: the transition ended its episode
+    last_obs: np.ndarray  # (N, D) normalised observation after the last transition
+
+
+def _as_state(tree: Any) -> Any:
+    return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
+class Agent:
+    """Holds an :class:`AgentState` and the jitted functions that act with it and update it."""
+
+    def __init__(self, config: RLConfig, obs_dim: int, num_actions: int):
+        self.config = config
+        self.num_actions = num_actions
+        if "float64" in (config.policy.dtype, config.value.dtype) and not jax.config.jax_enable_x64:
+            raise ValueError("RLConfig asks for float64 networks: enable jax_enable_x64 before building the agent "
+                             "(the train_policy CLI does this for you)")
+        rngs = nnx.Rngs(config.seed)
+        self.policy_def, policy = nnx.split(make_policy(config.policy, obs_dim, num_actions, rngs=rngs))
+        self.value_def, value = nnx.split(ValueNet(obs_dim, config.value, rngs=rngs))
+        dtype = jnp.float64 if config.policy.dtype == "float64" else jnp.float32
+        self.state = AgentState(policy=policy, value=value, value_opt=value_fit_init(config.value, value),
+                                norm=norm_init(obs_dim, dtype), key=jax.random.key_data(jax.random.key(config.seed)))
+        self._act = jax.jit(functools.partial(_act, self.policy_def, config),
+                            static_argnames=("update_norm", "deterministic"))
+        self._learn = jax.jit(functools.partial(_learn, self.policy_def, self.value_def, config))
+
+    def act(self, obs: np.ndarray, *, update_norm: bool = True, deterministic: bool = False,
+            bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Actions [N] for raw observations [N, D], and the normalised observations the policy saw.
+
+        ``update_norm`` pushes ``obs`` into the running statistics first (training; the original does this
+        for every observation); evaluation passes False. ``bias`` overrides the configured action bias."""
+        bias = None if bias is None else jnp.asarray(bias, self.state.norm.mean.dtype)
+        actions, obs_n, norm, key = self._act(self.state.policy, self.state.norm, self.state.key,
+                                              jnp.asarray(obs), bias, update_norm=update_norm,
+                                              deterministic=deterministic)
+        self.state = self.state._replace(norm=norm, key=key)
+        return np.asarray(actions), np.asarray(obs_n)
+
+    def learn(self, rollout: Rollout) -> dict[str, float]:
+        """One update (GAE, value fit, TRPO step) on ``rollout``; returns scalar metrics."""
+        self.state, metrics = self._learn(self.state, *(jnp.asarray(x) for x in rollout))
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+    def probabilities(self, obs_n: np.ndarray) -> np.ndarray:
+        """Action probabilities [N, A] at already-normalised observations (for the Gaussian-argmax policy,
+        a Monte-Carlo estimate with 256 samples and the configured bias)."""
+        return np.asarray(_probabilities(self.policy_def, self.state.policy, jnp.asarray(obs_n), self.num_actions))
+
+    def load_state(self, state: AgentState) -> None:
+        self.state = _as_state(state)
+
+
+def _act(policy_def, config: RLConfig, policy, norm, key, obs, bias, *, update_norm: bool, deterministic: bool):
+    if config.normalize_obs:
+        if update_norm:
+            norm = norm_update(norm, obs)
+        obs = norm_apply(norm, obs, config.obs_clip)
+    obs = obs.astype(norm.mean.dtype)
+    key, sub = jax.random.split(jax.random.wrap_key_data(key))
+    actions = nnx.merge(policy_def, policy).act(obs, sub, deterministic=deterministic, bias=bias)
+    return actions, obs, norm, jax.random.key_data(key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _probabilities(policy_def, policy, obs_n, num_actions: int):
+    pol = nnx.merge(policy_def, policy)
+    dist = pol(obs_n)
+    if hasattr(dist, "logits"):
+        return jax.nn.softmax(dist.logits, axis=-1)
+    keys = jax.random.split(jax.random.key(0), 256)
+    samples = jax.vmap(lambda k: pol.act(obs_n, k))(keys)                  # (256, N)
+    return jnp.mean(jax.nn.one_hot(samples, num_actions), axis=0)
+
+
+def _learn(policy_def, value_def, config: RLConfig, state: AgentState, obs, actions, rewards, dones, last_obs):
+    t, n, d = obs.shape
+    value_fn = nnx.merge(value_def, state.value)
+    values = value_fn(obs)                                   # (T, N)
+    last_value = value_fn(last_obs)                          # (N,)
+    adv, returns = gae(rewards, values, dones, last_value, gamma=config.gamma, lam=config.lam)
+    if config.value.target == "mc":
+        _, returns = gae(rewards, values, dones, last_value, gamma=config.gamma, lam=1.0)
+    key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+    flat_obs = obs.reshape(t * n, d)
+    value, value_opt, vmetrics = fit_value(value_def, config.value, state.value, state.value_opt, flat_obs,
+                                           returns.reshape(-1), sub)
+    batch = TRPOBatch(flat_obs, actions.reshape(-1), adv.reshape(-1))
+    policy, pmetrics = trpo_update(policy_def, config.trpo, state.policy, batch)
+    metrics = {**{f"trpo/{k}": v for k, v in pmetrics.items()}, **{f"value/{k}": v for k, v in vmetrics.items()},
+               "episode_return": jnp.sum(rewards) / jnp.maximum(jnp.sum(dones), 1)}
+    new_state = AgentState(policy=policy, value=value, value_opt=value_opt, norm=state.norm,
+                           key=jax.random.key_data(key))
+    return new_state, metrics
