@@ -49,9 +49,12 @@ class EnvConfig:
     seed: int = 0
     """Seed of the seed-pool order (and the held-out split)."""
     features: str = "default"
-    """Observation kind: ``default`` (text features) or ``paper`` (one-hot of the previous action)."""
+    """Observation kind: ``default`` (hashed text features), ``embedding`` (sentence embeddings from
+    ``encoder_path``) or ``paper`` (one-hot of the previous action)."""
     feature_dim: int = 256
     """Width of the hashed text part of the ``default`` features (obs_dim = feature_dim + A + 1 + 4)."""
+    encoder_path: str | None = None
+    """Local sentence-encoder folder (all-MiniLM-L6-v2 layout) for ``features="embedding"``."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward kind, elimination gates and novelty bonus."""
     instructor: SamplingParams = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=1024)
@@ -86,6 +89,8 @@ class EnvConfig:
                   ("held_out_fraction", isinstance(self.held_out_fraction, (int, float))
                    and 0 <= self.held_out_fraction < 1, "must be in [0, 1)"),
                   ("operations_mode", self.operations_mode in ("merge", "replace"), "must be merge or replace"))
+        if self.features == "embedding" and not self.encoder_path:
+            raise ValueError("EnvConfig.encoder_path must name a local sentence-encoder folder when features='embedding'")
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"EnvConfig.{name} {message}, got {getattr(self, name)!r}")
@@ -143,6 +148,10 @@ class InstructionEnv:
                 seeds, self.held_out_seeds = seeds.split(config.held_out_fraction, seed=config.seed)
         self.seed_pool = seeds
         self.reward_fn = Reward(config.reward)
+        self.encoder = None
+        if config.features == "embedding":
+            from teamsrl_jax.env.encoder import SentenceEncoder  # imports JAX; only for this feature kind
+            self.encoder = SentenceEncoder(config.encoder_path)
         self.records: list[dict[str, Any]] = []
         """One dict per chain per step (see ``step``); take them with ``pop_records``."""
         n = config.num_chains
@@ -158,7 +167,8 @@ class InstructionEnv:
 
     @property
     def obs_dim(self) -> int:
-        return obs_dim(self.config.features, self.num_actions, self.config.feature_dim)
+        text_dim = self.encoder.dim if self.encoder is not None else self.config.feature_dim
+        return obs_dim(self.config.features, self.num_actions, text_dim)
 
     @property
     def texts(self) -> list[str]:
@@ -168,6 +178,9 @@ class InstructionEnv:
     def _observe(self) -> np.ndarray:
         if self.config.features == "paper":
             return one_hot_previous(self._prev, self.num_actions)
+        if self.encoder is not None:
+            return default_features(self._texts, self._prev, self._t, self.config.horizon, self.num_actions,
+                                    self.encoder.dim, text_vectors=self.encoder(self._texts))
         return default_features(self._texts, self._prev, self._t, self.config.horizon, self.num_actions,
                                 self.config.feature_dim)
 

@@ -11,6 +11,9 @@ mean/std normalisation the original applies happens in the RL core, not here.
   L2-normalised again so that no group dominates by count;
 - stats: log-scaled word count and line count, whether a structured input (table/JSON/code) is present,
   and log-scaled sentence count, each roughly in [0, 1].
+
+``embedding``: the same layout with the hashed text replaced by a sentence embedding of the instruction
+(``encoder.SentenceEncoder``, e.g. all-MiniLM-L6-v2 from a local folder; 384 wide).
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import numpy as np
 
 from teamsrl_jax.env.text import byte_trigram_hashes, has_structured_input, word_ngram_hashes, words
 
-FEATURE_KINDS = ("paper", "default")
+FEATURE_KINDS = ("paper", "default", "embedding")
 NUM_STATS = 4
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 
 def obs_dim(kind: str, num_actions: int, text_dim: int) -> int:
-    """Observation width for a feature kind."""
+    """Observation width for a feature kind (``text_dim``: hashed width, or the encoder's width)."""
     return num_actions if kind == "paper" else text_dim + num_actions + 1 + NUM_STATS
 
 
@@ -79,8 +82,10 @@ def text_stats(texts: Sequence[str]) -> np.ndarray:
 
 
 def default_features(texts: Sequence[str], prev_actions: np.ndarray, step: int, horizon: int,
-                     num_actions: int, text_dim: int) -> np.ndarray:
-    """[N, text_dim + A + 1 + 4] float32 (layout in the module docstring)."""
+                     num_actions: int, text_dim: int, text_vectors: np.ndarray | None = None) -> np.ndarray:
+    """[N, text_dim + A + 1 + 4] float32 (layout in the module docstring). ``text_vectors`` [N, text_dim]
+    replaces the hashed text part (the ``embedding`` kind passes sentence embeddings here)."""
     n = len(texts)
-    return np.concatenate([hashed_text(texts, text_dim), one_hot_previous(prev_actions, num_actions),
+    text_part = hashed_text(texts, text_dim) if text_vectors is None else np.asarray(text_vectors, np.float32)
+    return np.concatenate([text_part, one_hot_previous(prev_actions, num_actions),
                            np.full((n, 1), step / horizon, np.float32), text_stats(texts)], axis=1)
