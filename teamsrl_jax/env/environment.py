@@ -247,6 +247,32 @@ class InstructionEnv:
                 "backend": self.backend.name, "model": self.backend.model,
             })
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (NumPy arrays + JSON-able values): the
+        chains, the step and episode counters, the seed-pool order and the novelty memory. Records are
+        not included: take them with ``pop_records`` before saving."""
+        memory = self.reward_fn.memory
+        return {"texts": None if self._texts is None else list(self._texts), "origins": list(self._origins),
+                "prev": self._prev.copy(), "t": self._t, "episode": self.episode,
+                "seed_pool": self.seed_pool.state_dict(),
+                "novelty": None if memory is None else memory.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict`` taken from an environment with the same config and seeds."""
+        n = self.config.num_chains
+        texts = state["texts"]
+        if (texts is not None and len(texts) != n) or np.shape(state["prev"]) != (n,):
+            raise ValueError(f"environment state is for another number of chains (this one has {n})")
+        if (state["novelty"] is None) != (self.reward_fn.memory is None):
+            raise ValueError("environment state and config disagree on the novelty memory (novelty_weight)")
+        self._texts = None if texts is None else [str(t) for t in texts]
+        self._origins = [str(t) for t in state["origins"]]
+        self._prev = np.asarray(state["prev"], np.int64).copy()
+        self._t, self.episode = int(state["t"]), int(state["episode"])
+        self.seed_pool.load_state_dict(state["seed_pool"])
+        if self.reward_fn.memory is not None:
+            self.reward_fn.memory.load_state_dict(state["novelty"])
+
     def pop_records(self) -> list[dict[str, Any]]:
         """Every (instruction, operation, parent, reward, components, ...) produced since the last call.
 

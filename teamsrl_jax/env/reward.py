@@ -262,6 +262,16 @@ class NoveltyMemory:
             out[start:start + chunk] = (inter / np.maximum(union, 1)).max(axis=1)
         return out
 
+    def state_dict(self) -> dict:
+        return {"bits": self._bits.copy(), "sizes": self._sizes.copy(), "count": self._count, "next": self._next}
+
+    def load_state_dict(self, state: dict) -> None:
+        bits = np.asarray(state["bits"], np.uint64)
+        if bits.shape != self._bits.shape:
+            raise ValueError(f"novelty memory state has shape {bits.shape}, expected {self._bits.shape}")
+        self._bits, self._sizes = bits.copy(), np.asarray(state["sizes"], np.int32).copy()
+        self._count, self._next = int(state["count"]), int(state["next"])
+
     def add(self, texts: Sequence[str]) -> None:
         for row in self.encode(texts):
             self._bits[self._next], self._sizes[self._next] = row, _popcount(row)

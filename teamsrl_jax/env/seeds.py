@@ -173,6 +173,18 @@ class SeedPool:
             self._cursor += 1
         return out
 
+    def state_dict(self) -> dict:
+        """Where the draw sequence stands (JSON-able except ``order``, a NumPy array)."""
+        return {"order": self._order.copy(), "cursor": self._cursor, "rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the draw sequence saved by ``state_dict`` (the pool must hold the same seeds)."""
+        order = np.asarray(state["order"], np.int64)
+        if order.shape != (len(self.seeds),) or set(order.tolist()) != set(range(len(self.seeds))):
+            raise ValueError(f"seed pool state is for {len(order)} seeds, this pool has {len(self.seeds)}")
+        self._order, self._cursor = order, int(state["cursor"])
+        self._rng.bit_generator.state = state["rng"]
+
     def split(self, held_out_fraction: float, seed: int = 0) -> tuple[SeedPool, SeedPool]:
         """(train, held_out) pools: a seeded random ``held_out_fraction`` of the seeds is held out.
 

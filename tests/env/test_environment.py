@@ -165,3 +165,42 @@ def test_everything_eliminated_skips_the_reviewer():
     _, rewards, _, info = env.step(np.array([0, 1, 2]))
     assert spy.calls == [("instructor", 3)] and rewards.tolist() == [0.0] * 3
     assert info["eliminated"] == ["refusal"] * 3 and info["instructions"] == info["parents"]
+
+
+def _json_roundtrip(state):
+    """What a checkpoint does: arrays kept as arrays, everything else through JSON."""
+    import json
+
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    if isinstance(state, dict):
+        return {k: _json_roundtrip(v) for k, v in state.items()}
+    return json.loads(json.dumps(state))
+
+
+def _finish_and_play_one_more(env):
+    """The rest of the current episode, then a whole new one (new seed draws, novelty memory in use)."""
+    rng, out = np.random.default_rng(1), []
+    for _ in range(2):
+        done = False
+        while not done:
+            obs, rewards, dones, info = env.step(rng.integers(0, env.num_actions, env.config.num_chains))
+            out.append((obs.tolist(), rewards.tolist(), info["instructions"]))
+            done = dones.all()
+        out.append((env.reset().tolist(), None, env.texts))
+    return out
+
+
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_state_dict_resumes_exactly(preset):
+    overrides = {"num_chains": 5, "horizon": 3} if preset == "default" else {}
+    env, _ = make_env(preset, seed=7, **overrides)
+    env.reset()
+    env.step(np.zeros(env.config.num_chains, int))
+    state = _json_roundtrip(env.state_dict())
+    resumed, _ = make_env(preset, seed=7, **overrides)
+    resumed.load_state_dict(state)
+    assert _finish_and_play_one_more(resumed) == _finish_and_play_one_more(env)
+    other, _ = make_env(preset, seed=7, num_chains=2)
+    with pytest.raises(ValueError, match="chains"):
+        other.load_state_dict(state)
