@@ -2,10 +2,16 @@
 
     from teamsrl_jax.model import LlamaConfig, Llama, load_pretrained, save_pretrained
     from teamsrl_jax.model.sharding import MeshConfig, make_mesh, LOGICAL_AXIS_RULES, logical_sharding
+
+Modules: config (LlamaConfig, presets), rope, layers (projections, RMSNorm, MLP), attention (masks,
+KV cache), llama (the model), sharding (mesh, logical axes), hf_io (checkpoints), tokenizer (a tiny
+locally trained tokenizer for offline runs).
 """
 
 from teamsrl_jax.model.attention import KVCache
 from teamsrl_jax.model.config import PRESETS, LlamaConfig
-from teamsrl_jax.model.llama import Llama
+from teamsrl_jax.model.hf_io import CheckpointError, load_config, load_pretrained, save_pretrained
+from teamsrl_jax.model.llama import Llama, init_model
 
-__all__ = ["PRESETS", "KVCache", "Llama", "LlamaConfig"]
+__all__ = ["PRESETS", "CheckpointError", "KVCache", "Llama", "LlamaConfig", "init_model", "load_config",
+           "load_pretrained", "save_pretrained"]

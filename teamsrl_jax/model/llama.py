@@ -14,7 +14,7 @@ from flax import nnx
 from teamsrl_jax.model.attention import Attention, KVCache
 from teamsrl_jax.model.config import LlamaConfig
 from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm
-from teamsrl_jax.model.sharding import shard_activation
+from teamsrl_jax.model.sharding import logical_sharding, shard_activation
 
 # jax.checkpoint policies per LlamaConfig.remat. "dots" keeps the weight matmuls' outputs (no batch
 # dims) and recomputes the rest, attention scores included (MaxText's "minimal").
@@ -99,3 +99,15 @@ class Llama(nnx.Module):
         if cache is None:
             return logits_BxLxV
         return logits_BxLxV, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS, end=cache.end + L)
+
+
+def init_model(config: LlamaConfig, *, seed: int = 0, mesh=None) -> Llama:
+    """A randomly initialised model. With ``mesh`` the initialiser runs under ``jax.jit`` with the
+    params' logical shardings as ``out_shardings``, so each device only ever holds its own slice
+    (how a model too large for one device is created)."""
+    if mesh is None:
+        return Llama(config, rngs=nnx.Rngs(seed))
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(seed))))
+    init = jax.jit(lambda: nnx.state(Llama(config, rngs=nnx.Rngs(seed))),
+                   out_shardings=logical_sharding(abstract_state, mesh))
+    return nnx.merge(graphdef, init())

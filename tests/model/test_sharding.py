@@ -7,7 +7,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from teamsrl_jax.model import Llama, LlamaConfig
+from teamsrl_jax.model import Llama, LlamaConfig, init_model
 from teamsrl_jax.model.hf_io import load_pretrained
 from teamsrl_jax.model.sharding import (MeshConfig, host_local_batch_to_global, logical_sharding, logical_to_pspec,
                                         make_mesh, maybe_initialize_distributed, shard_activation, shard_model)
@@ -105,3 +105,7 @@ def test_shard_model_and_logical_sharding_tree():
     assert flat[("layers", 0, "mlp", "up_proj", "kernel")].get_value().spec == P("fsdp", "tensor")
     model = shard_model(Llama(config, rngs=nnx.Rngs(0)), mesh)
     assert model.embed_tokens.embedding[...].sharding.spec == P("tensor", "fsdp")
+    created = init_model(config, seed=0, mesh=mesh)  # initialised in place, shard by shard
+    for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(model)), nnx.to_flat_state(nnx.state(created))):
+        assert a[...].sharding == b[...].sharding, path
+        np.testing.assert_allclose(np.asarray(a[...]), np.asarray(b[...]), atol=1e-7)
