@@ -166,9 +166,12 @@ class InstructionEnv:
         return len(self.operations)
 
     @property
+    def _text_dim(self) -> int:
+        return self.encoder.dim if self.encoder is not None else self.config.feature_dim
+
+    @property
     def obs_dim(self) -> int:
-        text_dim = self.encoder.dim if self.encoder is not None else self.config.feature_dim
-        return obs_dim(self.config.features, self.num_actions, text_dim)
+        return obs_dim(self.config.features, self.num_actions, self._text_dim)
 
     @property
     def texts(self) -> list[str]:
@@ -178,11 +181,9 @@ class InstructionEnv:
     def _observe(self) -> np.ndarray:
         if self.config.features == "paper":
             return one_hot_previous(self._prev, self.num_actions)
-        if self.encoder is not None:
-            return default_features(self._texts, self._prev, self._t, self.config.horizon, self.num_actions,
-                                    self.encoder.dim, text_vectors=self.encoder(self._texts))
+        vectors = None if self.encoder is None else self.encoder(self._texts)
         return default_features(self._texts, self._prev, self._t, self.config.horizon, self.num_actions,
-                                self.config.feature_dim)
+                                self._text_dim, text_vectors=vectors)
 
     def reset(self) -> np.ndarray:
         """Start an episode; returns obs [N, obs_dim] float32."""

@@ -1,8 +1,9 @@
 """Small text helpers shared by the operations, the reward, the features and the simulated backend.
 
-Everything here is pure and dependency-free: word tokenisation, a stop-word list, ROUGE-L-like and
-Jaccard overlap, single-pass template filling (so that braces or placeholder names inside an
-instruction are never re-substituted), and matching a filled template back to its values.
+Everything here is pure (NumPy only): word tokenisation, a stop-word list, ROUGE-L-like and Jaccard
+overlap, single-pass template filling (so that braces or placeholder names inside an instruction are
+never re-substituted), matching a filled template back to its values, stable vectorised n-gram hashes
+(the same on every machine, unlike ``hash``), and detecting structured input (tables, JSON, code).
 """
 
 from __future__ import annotations
