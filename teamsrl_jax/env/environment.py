@@ -35,6 +35,13 @@ from teamsrl_jax.env.seeds import SeedPool
 RESET_MODES = ("fresh_seeds", "persistent_chain")
 
 
+def _checked(completions: list, expected: int, role: str) -> list:
+    """The backend contract: one completion per prompt (a short batch would silently misalign chains)."""
+    if len(completions) != expected:
+        raise RuntimeError(f"{role} backend returned {len(completions)} completions for {expected} prompts")
+    return completions
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The instruction-evolution MDP. Build one with ``EnvConfig.from_preset(name, **overrides)``."""
@@ -219,8 +226,8 @@ class InstructionEnv:
         actions = self._check_actions(actions)
         parents = self._texts
         prompts = [self.operations.render(a, p) for a, p in zip(actions, parents)]
-        completions = self.backend.generate(prompts, self.config.instructor, role="instructor")
-        replies = [c.text for c in completions]
+        replies = [c.text for c in _checked(self.backend.generate(prompts, self.config.instructor, role="instructor"),
+                                            len(prompts), "instructor")]
         rewrites = [self.operations.parse(r) for r in replies]
         templates = [self.operations.templates[a] for a in actions]
         result = self.reward_fn(parents, rewrites, templates, self.backend, self.config.reviewer)

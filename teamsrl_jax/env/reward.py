@@ -322,7 +322,10 @@ class Reward:
         replies: list[str | None] = [None] * n
         if kept:
             prompts = [self.review_prompt(parents[i], rewrites[i]) for i in kept]
-            for i, completion in zip(kept, backend.generate(prompts, params, role="reviewer")):
+            completions = backend.generate(prompts, params, role="reviewer")
+            if len(completions) != len(prompts):
+                raise RuntimeError(f"reviewer backend returned {len(completions)} completions for {len(prompts)} prompts")
+            for i, completion in zip(kept, completions):
                 replies[i] = completion.text
         kept_mask = np.zeros(n, np.float32)
         kept_mask[kept] = 1.0

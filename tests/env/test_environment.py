@@ -204,3 +204,14 @@ def test_state_dict_resumes_exactly(preset):
     other, _ = make_env(preset, seed=7, num_chains=2)
     with pytest.raises(ValueError, match="chains"):
         other.load_state_dict(state)
+
+
+def test_a_short_batch_from_the_backend_is_an_error():
+    class Short(Spy):
+        def generate(self, prompts, params, role, sample_indices=None):
+            return super().generate(prompts, params, role, sample_indices)[:-1]
+
+    env = InstructionEnv(EnvConfig.from_preset("default", num_chains=3), Short(SimulatedBackend()))
+    env.reset()
+    with pytest.raises(RuntimeError, match="instructor backend returned 2 completions for 3 prompts"):
+        env.step(np.zeros(3, int))
