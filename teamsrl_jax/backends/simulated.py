@@ -79,7 +79,8 @@ REASONING = (
 GENERAL_TO_SPECIFIC = (
     (r"\b(?:a|an|the)\s+(?:(?:small|big|large|busy|historic|local)\s+)?(?:city|town)\b",
      ("Kyoto", "Valparaíso", "Ghent", "Porto")),
-    (r"\b(?:a|the)\s+company\b", ("Nordwind Bikes, a mid-sized bicycle maker", "Kestrel Foods, a family-run bakery chain")),
+    (r"\b(?:a|the)\s+company\b",
+     ("Nordwind Bikes, a mid-sized bicycle maker", "Kestrel Foods, a family-run bakery chain")),
     (r"\b(?:a|the)\s+colleague\b", ("Priya, the team's data analyst", "Marcus from the finance office")),
     (r"\bsomeone\b", ("Tomás, a retired welder from Bilbao", "Aiko, a nurse moving to Toronto")),
     (r"\b(?:a|the)\s+(?:beginner|student)\b", ("Lena, a first-year engineering student in Graz",)),

@@ -97,7 +97,8 @@ class EnvConfig:
                    and 0 <= self.held_out_fraction < 1, "must be in [0, 1)"),
                   ("operations_mode", self.operations_mode in ("merge", "replace"), "must be merge or replace"))
         if self.features == "embedding" and not self.encoder_path:
-            raise ValueError("EnvConfig.encoder_path must name a local sentence-encoder folder when features='embedding'")
+            raise ValueError("EnvConfig.encoder_path must name a local sentence-encoder folder "
+                             "when features='embedding'")
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"EnvConfig.{name} {message}, got {getattr(self, name)!r}")

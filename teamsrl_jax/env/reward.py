@@ -324,7 +324,8 @@ class Reward:
             prompts = [self.review_prompt(parents[i], rewrites[i]) for i in kept]
             completions = backend.generate(prompts, params, role="reviewer")
             if len(completions) != len(prompts):
-                raise RuntimeError(f"reviewer backend returned {len(completions)} completions for {len(prompts)} prompts")
+                raise RuntimeError(f"reviewer backend returned {len(completions)} completions "
+                                   f"for {len(prompts)} prompts")
             for i, completion in zip(kept, completions):
                 replies[i] = completion.text
         kept_mask = np.zeros(n, np.float32)

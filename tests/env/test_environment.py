@@ -119,7 +119,8 @@ def test_paper_preset_one_hot_state_and_persistent_chain():
 
 def test_bad_config_and_actions_are_one_line_errors():
     for kwargs, field in [({"num_chains": 0}, "num_chains"), ({"num_chains": "8"}, "num_chains"),
-                          ({"feature_dim": 4}, "feature_dim"), ({"seed": None}, "seed"), ({"reset_chains": "never"}, "reset_chains"),
+                          ({"feature_dim": 4}, "feature_dim"), ({"seed": None}, "seed"),
+                          ({"reset_chains": "never"}, "reset_chains"),
                           ({"features": "bert"}, "features"), ({"held_out_fraction": 1.0}, "held_out_fraction"),
                           ({"operations_mode": "append"}, "operations_mode"), ({"horizon": 0}, "horizon")]:
         with pytest.raises(ValueError, match=f"EnvConfig.{field}"):
@@ -146,7 +147,8 @@ def test_preset_overrides_merge_nested_values():
 
 def test_held_out_split_and_custom_operations(tmp_path):
     ops_file = tmp_path / "ops.yaml"
-    ops_file.write_text("- name: counterfactual\n  kind: depth\n  template: 'Make it harder.\n\n<<<\n{instruction}\n>>>'\n")
+    ops_file.write_text("- name: counterfactual\n  kind: depth\n"
+                        "  template: 'Make it harder.\n\n<<<\n{instruction}\n>>>'\n")
     config = EnvConfig.from_preset("default", num_chains=2, held_out_fraction=0.25, operations_file=str(ops_file))
     env = InstructionEnv(config, SimulatedBackend())
     assert env.num_actions == 7 and env.operations.names[-1] == "counterfactual"
