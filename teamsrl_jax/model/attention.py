@@ -84,24 +84,24 @@ class Attention(nnx.Module):
         self.o_proj = Proj((N, H), (D,), ("heads", "head_dim", "embed"), bias=config.o_bias, bias_axes=("norm",), **kw)
         self.config = config
 
-    def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL, layer_cache=None):
-        """Returns (out [B, L, D], updated (k, v) cache of this layer or None). ``layer_cache`` is
-        (k [B, S, K, H], v, kv_segment_ids [B, S] already including this call's tokens, end)."""
+    def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, layer_cache=None):
+        """Returns (out [B, L, D], this layer's updated (k, v) cache or None). ``layer_cache`` is
+        (k [B, S, K, H], v [B, S, K, H], end): this call's keys/values are written at slots end..end+L-1
+        and the queries attend over all S slots through ``mask_BxLxS``."""
         config = self.config
         inv_freq = inverse_frequencies(config.head_size, config.rope_theta, config.rope_scaling)
         q_BxLxNxH = apply_rope(self.q_proj(x_BxLxD), positions_BxL, inv_freq)
-        k_BxLxKxH = apply_rope(self.k_proj(x_BxLxD), positions_BxL, inv_freq)
-        v_BxLxKxH = self.v_proj(x_BxLxD)
+        k_BxSxKxH = apply_rope(self.k_proj(x_BxLxD), positions_BxL, inv_freq)
+        v_BxSxKxH = self.v_proj(x_BxLxD)
         q_BxLxNxH = shard_activation(q_BxLxNxH, ("batch", "length", "heads", "head_dim"))
-        if layer_cache is None:
-            k_BxSxKxH, v_BxSxKxH, kv_segment_ids_BxS, offset, new_cache = k_BxLxKxH, v_BxLxKxH, segment_ids_BxL, 0, None
-        else:
-            k_cache, v_cache, kv_segment_ids_BxS, offset = layer_cache
-            k_BxSxKxH = jax.lax.dynamic_update_slice(k_cache, k_BxLxKxH.astype(k_cache.dtype), (0, offset, 0, 0))
-            v_BxSxKxH = jax.lax.dynamic_update_slice(v_cache, v_BxLxKxH.astype(v_cache.dtype), (0, offset, 0, 0))
+        new_cache = None
+        if layer_cache is not None:
+            k_cache, v_cache, end = layer_cache
+            k_BxSxKxH = jax.lax.dynamic_update_slice(k_cache, k_BxSxKxH.astype(k_cache.dtype), (0, end, 0, 0))
+            v_BxSxKxH = jax.lax.dynamic_update_slice(v_cache, v_BxSxKxH.astype(v_cache.dtype), (0, end, 0, 0))
             new_cache = (k_BxSxKxH, v_BxSxKxH)
-        mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, config.sliding_window)
-        out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(q_BxLxNxH.dtype),
-                                            v_BxSxKxH.astype(q_BxLxNxH.dtype), mask_BxLxS, config.attention_impl)
+        dtype = q_BxLxNxH.dtype
+        out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype), mask_BxLxS,
+                                            config.attention_impl)
         out_BxLxNxH = shard_activation(out_BxLxNxH, ("batch", "length", "heads", "head_dim"))
         return self.o_proj(out_BxLxNxH), new_cache

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from teamsrl_jax.model.attention import Attention, KVCache
+from teamsrl_jax.model.attention import Attention, KVCache, attention_mask
 from teamsrl_jax.model.config import LlamaConfig
 from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm
 from teamsrl_jax.model.sharding import logical_sharding, shard_activation
@@ -31,15 +31,15 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.mlp = MLP(config.hidden_size, config.intermediate_size, rngs=rngs, **kw)
 
-    def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL, layer_cache=None):
-        h_BxLxD, new_cache = self.self_attn(self.input_layernorm(x_BxLxD), positions_BxL, segment_ids_BxL, layer_cache)
+    def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, layer_cache=None):
+        h_BxLxD, new_cache = self.self_attn(self.input_layernorm(x_BxLxD), positions_BxL, mask_BxLxS, layer_cache)
         x_BxLxD = x_BxLxD + h_BxLxD
         x_BxLxD = x_BxLxD + self.mlp(self.post_attention_layernorm(x_BxLxD))
         return shard_activation(x_BxLxD, ("batch", "length", "embed")), new_cache
 
 
-def _layer_forward(layer, x_BxLxD, positions_BxL, segment_ids_BxL):
-    return layer(x_BxLxD, positions_BxL, segment_ids_BxL)[0]
+def _layer_forward(layer, x_BxLxD, positions_BxL, mask_BxLxS):
+    return layer(x_BxLxD, positions_BxL, mask_BxLxS)[0]
 
 
 class Llama(nnx.Module):
@@ -74,21 +74,20 @@ class Llama(nnx.Module):
         if positions_BxL is None:
             positions_BxL = jnp.broadcast_to(offset + jnp.arange(L, dtype=jnp.int32), (B, L))
         x_BxLxD = shard_activation(self.embed_tokens(input_ids_BxL), ("batch", "length", "embed"))
-        if cache is not None:
-            kv_segment_ids_BxS = jax.lax.dynamic_update_slice(
-                cache.segment_ids, segment_ids_BxL.astype(jnp.int32), (0, offset))
-            new_k, new_v = [], []
+        kv_segment_ids_BxS = segment_ids_BxL if cache is None else jax.lax.dynamic_update_slice(
+            cache.segment_ids, segment_ids_BxL.astype(jnp.int32), (0, offset))
+        mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, self.config.sliding_window)
+        new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             if cache is not None:
-                x_BxLxD, (k, v) = layer(x_BxLxD, positions_BxL, segment_ids_BxL,
-                                        (cache.k[i], cache.v[i], kv_segment_ids_BxS, offset))
+                x_BxLxD, (k, v) = layer(x_BxLxD, positions_BxL, mask_BxLxS, (cache.k[i], cache.v[i], offset))
                 new_k.append(k)
                 new_v.append(v)
             elif self.config.remat != "none":
                 remat_forward = nnx.remat(_layer_forward, policy=_REMAT_POLICIES[self.config.remat])
-                x_BxLxD = remat_forward(layer, x_BxLxD, positions_BxL, segment_ids_BxL)
+                x_BxLxD = remat_forward(layer, x_BxLxD, positions_BxL, mask_BxLxS)
             else:
-                x_BxLxD = layer(x_BxLxD, positions_BxL, segment_ids_BxL)[0]
+                x_BxLxD = layer(x_BxLxD, positions_BxL, mask_BxLxS)[0]
         x_BxLxD = self.norm(x_BxLxD)
         if self.lm_head is None:
             logits_BxLxV = self.embed_tokens.attend(x_BxLxD)
