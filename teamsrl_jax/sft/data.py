@@ -17,7 +17,7 @@
   ``global_batch`` consecutive rows; the last batch of an epoch is filled with empty rows. The
   loader's position ``(epoch, index)`` is all that exact resume needs.
 * **Multi-host**: process ``p`` of ``P`` yields rows ``[p*B/P, (p+1)*B/P)`` of each global batch;
-  ``to_global`` turns them into global ``jax.Array``s.
+  ``teamsrl_jax.model.sharding.host_local_batch_to_global`` assembles them into global arrays.
 """
 
 from __future__ import annotations
@@ -244,9 +244,3 @@ class PackedLoader:
         for index in range(self.batches_in_epoch(epoch)):
             yield self.batch(epoch, index)
 
-
-def to_global(batch: dict[str, np.ndarray], sharding) -> dict:
-    """Assemble each process's rows into global arrays ``[global_batch, seq_len]`` with ``sharding``."""
-    import jax
-
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -15,8 +15,8 @@ import logging
 import pathlib
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 from teamsrl_jax.sft.records import Record, read_records
 

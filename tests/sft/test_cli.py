@@ -1,0 +1,93 @@
+"""``python -m teamsrl_jax.sft`` end to end on the tiny preset: outputs, exact resume, HF export, and
+one-line errors with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from teamsrl_jax.sft.__main__ import main
+
+from .conftest import make_records
+
+ARGS = ["--preset", "tiny", "--max-steps", "6", "--global-batch-size", "8", "--max-length", "128",
+        "--eval-count", "8", "--eval-every", "0", "--checkpoint-every", "3", "--tiny-vocab-size", "512",
+        "--no-progress", "--no-tensorboard"]
+
+
+def losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["loss"], r["grad_norm"]) for r in rows if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "alpaca.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in make_records(48)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(data_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    assert main([*ARGS, "--data", str(data_file), "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_tiny_preset_writes_metrics_checkpoints_and_hf_export(full_run):
+    rows = [json.loads(line) for line in (full_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["loss"]) and r["loss_tokens"] > 0 for r in rows if "loss" in r)
+    assert "tokens_per_s" in rows[-2] and "mfu" not in rows[-2]  # CPU: MFU n/a, not written
+    assert any("eval_loss" in r for r in rows)
+    assert sorted(p.name for p in (full_run / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(full_run / "final")
+    tok = AutoTokenizer.from_pretrained(full_run / "final")
+    assert model.config.vocab_size == len(tok)
+    ids = torch.tensor([tok("### Instruction:\nadd two numbers")["input_ids"]])
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+
+
+def test_resumed_run_reproduces_uninterrupted_losses(full_run, data_file, tmp_path):
+    common = [*ARGS, "--data", str(data_file), "--out", str(tmp_path), "--no-export"]
+    assert main([*common, "--stop-after", "3"]) == 0
+    assert sorted(losses(tmp_path)) == [1, 2, 3]
+    assert main([*common, "--resume"]) == 0
+    assert losses(tmp_path) == losses(full_run)  # bitwise: same floats in metrics.jsonl
+
+
+@pytest.mark.parametrize("extra, want", [
+    (["--mesh", "data=3,fsdp=five"], "bad mesh 'data=3,fsdp=five'"),
+    (["--mesh", "data=3"], "bad mesh 'data=3'"),
+    (["--lr-schedule", "cubic"], "'lr_schedule' must be one of"),
+    (["--learning-rate", "fast"], "bad value 'fast' for 'learning_rate'"),
+])
+def test_bad_options_fail_in_one_line(data_file, tmp_path, capsys, extra, want):
+    assert main([*ARGS, "--data", str(data_file), "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and want in err and "\n" not in err
+
+
+def test_bad_data_record_fails_with_file_and_line(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": 7}\n')
+    assert main([*ARGS, "--data", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {path}:2: 'output' must be a string, got int"
+
+
+def test_unknown_yaml_key_exits_2_from_the_real_entry_point(tmp_path, data_file):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 1e-4\nlearnig_rate: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "teamsrl_jax.sft", "--config", str(cfg), "--preset", "tiny",
+                           "--data", str(data_file), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {cfg}: unknown key 'learnig_rate'"
