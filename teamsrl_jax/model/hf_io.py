@@ -179,8 +179,8 @@ def load_pretrained(path, *, mesh=None, dtype=None, param_dtype=None, config_ove
     _check_names(where, expected, config, path)
 
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0))))
-    if mesh is not None:
-        shardings = dict(nnx.to_flat_state(logical_sharding(state, mesh)))
+    on_default_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = {} if mesh is None else dict(nnx.to_flat_state(logical_sharding(state, mesh)))
     variables = dict(nnx.to_flat_state(state))
     by_name = {hf_name(p): p for p in variables}
     assert by_name.keys() == expected.keys(), "model and hf_tensor_shapes disagree"
@@ -191,7 +191,7 @@ def load_pretrained(path, *, mesh=None, dtype=None, param_dtype=None, config_ove
                 _check_tensor(name, tensor, expected[name], file)
                 p, var = by_name[name], variables[by_name[name]]
                 value = to_ours(tensor, p, var.shape).astype(var.dtype)
-                sharding = shardings[p].get_value() if mesh is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+                sharding = shardings[p].get_value() if shardings else on_default_device
                 var.set_value(jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx]))
     return nnx.merge(graphdef, state), config, tokenizer
 
