@@ -1,0 +1,164 @@
+"""Policy training end to end on the simulated backend: learning, kill -9 + resume, CLI errors, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from teamsrl_jax.backends import BackendConfig
+from teamsrl_jax.fileio import read_jsonl
+from teamsrl_jax.train_policy.__main__ import main, train_and_report
+from teamsrl_jax.train_policy.config import TrainConfig
+from teamsrl_jax.train_policy.evaluate import compare_policies, mean_ci
+from teamsrl_jax.train_policy.loop import Trainer
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(iterations=4, num_chains=8, checkpoint_every=2, eval_episodes=0,
+                backend=BackendConfig(cache_path=str(tmp_path / "cache.sqlite")))
+    return TrainConfig(**{**base, **kw})
+
+
+def _strip(rows):
+    """Rows without the fields that legitimately differ after a resume (timing, and queries that the
+    resumed run answers from the cache)."""
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "queries", "cache_hits")} for r in rows]
+
+
+def test_trained_policy_beats_uniform_random(tmp_path):
+    cfg = _cfg(tmp_path, iterations=25, num_chains=32, checkpoint_every=100)
+    backend = cfg.backend.build()
+    trainer = Trainer(cfg, tmp_path / "run", backend)
+    rows = trainer.run(progress=False)
+    result = compare_policies(trainer.agent, backend, trainer.env.config, trainer.env.held_out_seeds, episodes=2,
+                              chains=32, include_fixed=True)
+    trainer.close()
+    policy, random = result["policy"], result["uniform_random"]
+    best_fixed = max(v["mean"] for k, v in result.items() if k.startswith("fixed:"))
+    assert policy["n"] == random["n"] == 64
+    # Clear margins: the intervals do not overlap, and random beats every fixed operation.
+    assert policy["ci95"][0] > random["ci95"][1], result
+    assert random["mean"] > best_fixed, result
+    # The learning curve goes up and the policy became more decided.
+    assert np.mean([r["episode_return"] for r in rows[-5:]]) > np.mean([r["episode_return"] for r in rows[:5]])
+    assert rows[-1]["entropy"] < rows[0]["entropy"] - 0.1
+
+
+_KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    from teamsrl_jax.backends import BackendConfig
+    from teamsrl_jax.train_policy.config import TrainConfig
+    from teamsrl_jax.train_policy.loop import Trainer
+    out, cache = sys.argv[1], sys.argv[2]
+    cfg = TrainConfig(iterations=4, num_chains=8, checkpoint_every=2, eval_episodes=0,
+                      backend=BackendConfig(cache_path=cache))
+    trainer = Trainer(cfg, out, cfg.backend.build())
+    for _ in range(3):                      # iterations 0, 1 (checkpoint at 2), 2: then killed before 4
+        trainer.step()
+        if trainer.iteration % cfg.checkpoint_every == 0:
+            trainer.save()
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    whole = _cfg(tmp_path / "a")
+    backend = whole.backend.build()
+    trainer = Trainer(whole, tmp_path / "a" / "run", backend)
+    trainer.run(progress=False)
+    expected_state = jax.device_get(trainer.agent.state)
+    expected_rows = _strip(trainer.metrics.rows())
+    expected_instructions = trainer.instructions.rows()
+    trainer.close()
+    backend.close()
+
+    run, cache = tmp_path / "b" / "run", tmp_path / "b" / "cache.sqlite"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(run), str(cache)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert len(read_jsonl(run / "metrics.jsonl")) == 3           # iteration 2 was logged but not checkpointed
+
+    resumed_cfg = TrainConfig(**{**whole.to_dict(), "backend": BackendConfig(cache_path=str(cache))})
+    backend = resumed_cfg.backend.build()
+    trainer = Trainer(resumed_cfg, run, backend, resume=True)
+    assert trainer.iteration == 2
+    trainer.run(progress=False)
+    rows = trainer.metrics.rows()
+    # Iteration 2 is recomputed entirely from the cache: no repeated query.
+    assert rows[2]["queries"] == 0 and rows[2]["cache_hits"] > 0
+    assert _strip(rows) == expected_rows
+    assert trainer.instructions.rows() == expected_instructions
+    for got, want in zip(jax.tree_util.tree_leaves(jax.device_get(trainer.agent.state)),
+                         jax.tree_util.tree_leaves(expected_state)):
+        np.testing.assert_array_equal(got, want)
+    trainer.close()
+    backend.close()
+
+
+def test_cli_writes_summary_plot_and_refuses_reuse(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--iterations", "2", "--num-chains", "4", "--eval-episodes", "1",
+            "--eval-chains", "4", "--no-eval-fixed"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["held_out"]) == {"policy", "uniform_random"}
+    assert summary["held_out"]["policy"]["n"] == 4
+    assert summary["queries"]["instructor"]["queries"] > 0
+    assert (out / "training.png").stat().st_size > 10_000
+    assert len(read_jsonl(out / "metrics.jsonl")) == 2
+    assert read_jsonl(out / "instructions.jsonl")[0]["operation"]
+    # A second run into the same folder without --resume is refused with one line.
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--resume" in err and "\n" not in err
+    # --resume with a different seed file is refused, naming the field.
+    assert main(args + ["--resume", "--num-chains", "5"]) == 2
+    assert "num_chains" in capsys.readouterr().err
+
+
+def test_resume_of_finished_run_queries_nothing(tmp_path):
+    cfg = _cfg(tmp_path, iterations=2, num_chains=4, eval_episodes=1, eval_chains=4, eval_fixed=False)
+    first = train_and_report(cfg, tmp_path / "run", progress=False)
+    again = train_and_report(cfg, tmp_path / "run", resume=True, progress=False)
+    assert again["final_episode_return"] == first["final_episode_return"]
+    assert again["queries"]["instructor"]["queries"] == 0 and again["queries"]["reviewer"]["queries"] == 0
+    assert again["held_out"] == first["held_out"]
+
+
+@pytest.mark.parametrize("field,value", [("iterations", 0), ("preset", "nope"), ("held_out_fraction", 1.0),
+                                         ("num_chains", -3)])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_mean_ci_against_numpy():
+    x = np.array([1.0, 2.0, 4.0, 7.0])
+    s = mean_ci(x)
+    half = 1.96 * np.std(x, ddof=1) / 2
+    assert s["mean"] == pytest.approx(3.5) and s["ci95"] == pytest.approx([3.5 - half, 3.5 + half])
+
+
+def test_paper_preset_cli_runs_in_float64(tmp_path):
+    """The paper preset (Gaussian-argmax policy, float64, one never-reset chain) end to end; a subprocess,
+    because it switches on jax_enable_x64 for the whole process."""
+    out = tmp_path / "paper"
+    proc = subprocess.run([sys.executable, "-m", "teamsrl_jax.train_policy", "--preset", "paper", "--out", str(out),
+                           "--iterations", "3", "--eval-episodes", "1", "--eval-chains", "4", "--no-eval-fixed"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert len(rows) == 3 and all(sum(r["operations"].values()) == 6 for r in rows)   # 6 transitions per update
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["chains"] == 1 and summary["horizon"] == 6
+    assert {r["seed"] for r in read_jsonl(out / "instructions.jsonl")} and \
+        len({r["seed"] for r in read_jsonl(out / "instructions.jsonl")}) == 1          # the chain is never reset
