@@ -1,21 +1,26 @@
-"""Orbax checkpoints of a run: arrays (params, optimizer state, RNG key) plus JSON metadata
-(step, data position). Asynchronous where enabled; the newest ``keep`` are kept."""
+"""Orbax checkpoints of a run: arrays (params, optimizer state) plus JSON metadata (step, data position,
+seed, config). The train step draws no random numbers, so that is all an exact resume needs.
+Asynchronous where enabled; the newest ``keep`` are kept."""
 
 from __future__ import annotations
 
-import pathlib
+import os
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
     """``save(step, arrays, meta)`` / ``restore(abstract_arrays) -> (arrays, meta)`` over a CheckpointManager."""
 
-    def __init__(self, directory: str | pathlib.Path, *, keep: int = 2, async_save: bool = True):
+    def __init__(self, directory, *, keep: int = 2, async_save: bool = True):
+        """``directory``: a local path or any epath URL orbax can write (gs://... on TPU VMs)."""
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                create=True)
-        self.manager = ocp.CheckpointManager(pathlib.Path(directory).resolve(), options=options)
+        directory = str(directory)
+        path = epath.Path(directory if "://" in directory else os.path.abspath(directory))
+        self.manager = ocp.CheckpointManager(path, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

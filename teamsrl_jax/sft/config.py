@@ -35,7 +35,9 @@ class SFTConfig:
     tfds_data_dir: str | None = None
     """Where the TFDS dataset is built (default: OUT/tfds)."""
     out: str = "runs/sft"
-    """Output folder: metrics.jsonl, checkpoints/, tensorboard/, final/ (the HF export)."""
+    """Output folder: metrics.jsonl, checkpoints/, tensorboard/, tokenizer/, final/ (the HF export)."""
+    checkpoint_dir: str | None = None
+    """Where checkpoints go (default: OUT/checkpoints); multi-host runs need one shared by all hosts, e.g. gs://..."""
 
     # --- data
     max_length: int = 512

@@ -233,7 +233,8 @@ def train(cfg: SFTConfig) -> dict:
     out = pathlib.Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     run = setup(cfg)
-    ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
+    ckpt = Checkpointer(cfg.checkpoint_dir or out / "checkpoints", keep=cfg.keep_checkpoints,
+                        async_save=cfg.async_checkpoint)
     if cfg.resume and ckpt.latest_step() is not None:
         restore(run, ckpt)
     writer = MetricsWriter(out, tensorboard=cfg.tensorboard, truncate_after=run.step)

@@ -3,6 +3,7 @@ one-line errors with exit code 2."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from teamsrl_jax.sft.__main__ import main
+from teamsrl_jax.sft.config import load_config
 
 from .conftest import make_records
 
@@ -91,3 +93,13 @@ def test_unknown_yaml_key_exits_2_from_the_real_entry_point(tmp_path, data_file)
                           capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {cfg}: unknown key 'learnig_rate'"
+
+
+def test_experiment_configs_load():
+    root = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+    paper = load_config(str(root / "sft_llama2_7b.yaml"), {"model": "m", "data": "d.json"})
+    assert (paper.max_length, paper.epochs, paper.global_batch_size, paper.learning_rate, paper.warmup_steps,
+            paper.lr_schedule, paper.adam_eps, paper.weight_decay, paper.dtype, paper.remat) == \
+        (512, 3, 256, 2e-5, 2, "cosine", 1e-8, 0.0, "bfloat16", "full")
+    tiny = load_config(str(root / "sft_tiny.yaml"), {"max_steps": "7"})
+    assert tiny.preset == "tiny" and tiny.max_steps == 7 and tiny.learning_rate == 1e-3
