@@ -11,11 +11,10 @@ Counters, per role:
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
-from pathlib import Path
+
+from teamsrl_jax.fileio import atomic_write_json
 
 COUNTERS: tuple[str, ...] = ("queries", "cache_hits", "prompt_tokens", "completion_tokens", "errors", "retries")
 ACCOUNTED_ROLES: tuple[str, ...] = ("instructor", "reviewer", "responder")  # = base.ROLES (no import cycle)
@@ -71,19 +70,7 @@ class QueryAccounting:
 
     def write_json(self, path: str | os.PathLike) -> None:
         """Write ``to_dict()`` as JSON atomically (temp file in the same folder, fsync, rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, self.to_dict())
 
     def __repr__(self) -> str:
         t = self.total()
