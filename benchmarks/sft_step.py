@@ -1,0 +1,152 @@
+"""One SFT optimizer step, ours (jitted JAX) against Hugging Face ``LlamaForCausalLM`` + ``torch.optim.AdamW``.
+
+Same model (4 layers, width 256, 4 query / 2 kv heads, MLP 688, vocabulary 8000, untied head), same
+batch (8 rows x 256 tokens, every position learned), same update (loss, backward, global-norm clip at
+1.0, AdamW), fp32, in one process on the CPU. PyTorch gets as many threads as JAX has cores (stated
+in the output). Figures are the median tokens/s over the timed steps after warm-up steps.
+
+On a GPU (``jax.default_backend() == "gpu"``) the script also measures our step on a ~1B Llama
+(``LlamaConfig.preset("1b")``) at sequence 2048 in bf16 and reports MFU against the device's bf16 peak.
+
+    python benchmarks/sft_step.py              # table
+    python benchmarks/sft_step.py --quick --json   # < 60 s; the last line is one JSON object
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from teamsrl_jax.model import LlamaConfig, init_model
+from teamsrl_jax.model.sharding import MeshConfig, host_local_batch_to_global, make_mesh
+from teamsrl_jax.sft.config import SFTConfig
+from teamsrl_jax.sft.metrics import peak_flops
+from teamsrl_jax.sft.optim import make_optimizer
+from teamsrl_jax.sft.trainer import BATCH_SPEC, compile_steps
+
+CPU_MODEL = dict(vocab_size=8000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False)
+OPTIM = SFTConfig(learning_rate=1e-4, warmup_steps=0, lr_schedule="constant", max_grad_norm=1.0)
+
+
+def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    tokens = np.random.default_rng(seed).integers(0, vocab, (batch, seq + 1), dtype=np.int32)
+    ones = np.ones((batch, seq), np.int32)
+    return {"input_ids": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": ones, "segment_ids": ones,
+            "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
+
+
+def interleaved_times(steps: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each ``steps[name]()`` (which must block until its work is done). After
+    ``warmup`` calls each, the contenders alternate call by call, so that a machine busy with other
+    work slows them alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def jax_step(config: LlamaConfig, batch: dict):
+    """A blocking call of our jitted train step on one device (compiled on first call)."""
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    _, _, params, opt_state, train_step, _ = compile_steps(init_model(config), make_optimizer(OPTIM, 1000), mesh)
+    with jax.set_mesh(mesh):
+        device_batch = host_local_batch_to_global(batch, mesh, BATCH_SPEC)
+        state = [params, opt_state]
+
+    def step():
+        with jax.set_mesh(mesh):
+            state[0], state[1], metrics = train_step(state[0], state[1], device_batch)
+        jax.block_until_ready(metrics["loss"])
+
+    return step
+
+
+def torch_step(config: LlamaConfig, batch: dict, threads: int):
+    """A call of one transformers + torch.optim.AdamW training step on the same model and batch."""
+    import torch
+    from transformers import LlamaConfig as HFConfig
+    from transformers import LlamaForCausalLM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(HFConfig(**config.to_hf_dict())).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=OPTIM.learning_rate, betas=(OPTIM.adam_b1, OPTIM.adam_b2),
+                            eps=OPTIM.adam_eps, weight_decay=0.0)
+    input_ids = torch.from_numpy(batch["input_ids"]).long()
+    targets = torch.from_numpy(batch["targets"]).long()
+
+    def step():
+        logits = model(input_ids=input_ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIM.max_grad_norm)
+        opt.step()
+
+    return step
+
+
+def gpu_mfu(warmup: int, steps: int, batch_rows: int = 4, seq: int = 2048) -> dict:
+    """Our step on the ~1B preset in bf16 (fp32 master weights) at ``seq`` tokens: tokens/s and MFU.
+    jax.nn.dot_product_attention lets XLA/cuDNN pick a fused attention kernel."""
+    config = LlamaConfig.preset("1b", dtype="bfloat16", param_dtype="float32", attention_impl="jax")
+    times = interleaved_times({"jax": jax_step(config, make_batch(batch_rows, seq, config.vocab_size))}, warmup, steps)
+    tokens_per_s = batch_rows * seq / statistics.median(times["jax"])
+    peak = peak_flops()
+    return {"gpu_model": "1b", "gpu_seq_len": seq, "gpu_batch": batch_rows, "gpu_tokens_per_s": tokens_per_s,
+            "gpu_device": jax.devices()[0].device_kind,
+            "gpu_mfu": config.flops_per_token(seq) * tokens_per_s / peak if peak else None}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (< 60 s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=256)
+    args = parser.parse_args(argv)
+    warmup, steps = (1, 3) if args.quick else (3, 15)
+
+    config = LlamaConfig(**CPU_MODEL)
+    batch = make_batch(args.batch, args.seq, config.vocab_size)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    tokens = args.batch * args.seq
+    times = interleaved_times({"jax": jax_step(config, batch), "torch": torch_step(config, batch, threads)},
+                              warmup, steps)
+    jax_tps, torch_tps = (tokens / statistics.median(times[k]) for k in ("jax", "torch"))
+    result = {"jax_tokens_per_s": jax_tps, "torch_tokens_per_s": torch_tps, "speedup": jax_tps / torch_tps,
+              "batch": args.batch, "seq_len": args.seq, "torch_threads": threads,
+              "jax_backend": jax.default_backend(), "params": config.num_params()}
+    if jax.default_backend() == "gpu":
+        result |= gpu_mfu(warmup, steps)
+
+    print(f"SFT step, {config.num_params() / 1e6:.1f}M-param Llama, batch {args.batch} x {args.seq}, fp32, "
+          f"torch threads = JAX cores = {threads}")
+    print(f"  ours (jax.jit, {jax.default_backend()}): {jax_tps:10,.0f} tokens/s")
+    print(f"  transformers + torch AdamW:   {torch_tps:10,.0f} tokens/s")
+    print(f"  speedup:                      {result['speedup']:10.2f}x")
+    if "gpu_mfu" in result:
+        mfu = "n/a" if result["gpu_mfu"] is None else f"{100 * result['gpu_mfu']:.1f}%"
+        print(f"  GPU {result['gpu_device']}: 1b @ {result['gpu_seq_len']} bf16: "
+              f"{result['gpu_tokens_per_s']:,.0f} tokens/s, MFU {mfu}")
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
