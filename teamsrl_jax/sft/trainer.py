@@ -237,6 +237,8 @@ def train(cfg: SFTConfig) -> dict:
                         async_save=cfg.async_checkpoint)
     if cfg.resume and ckpt.latest_step() is not None:
         restore(run, ckpt)
+    elif cfg.resume:
+        log.info("--resume: no checkpoint in %s yet, starting from step 0", ckpt.manager.directory)
     writer = MetricsWriter(out, tensorboard=cfg.tensorboard, truncate_after=run.step)
     speed, bar, last = Throughput(cfg, run.config), _progress(cfg, run), {}
     stop = min(run.total_steps, run.step + cfg.stop_after) if cfg.stop_after else run.total_steps
