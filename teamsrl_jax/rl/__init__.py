@@ -2,7 +2,9 @@
 
 Pure functions on ``(graphdef, params)`` pairs from ``nnx.split``; configs are frozen dataclasses with two
 presets (``paper``: the original TeaMs-RL constants; ``default``: ours). See each module's docstring:
-``config``, ``distributions``, ``networks``, ``normalizer``, ``gae``, ``trpo``, ``value_fit``, ``cartpole``.
+``config``, ``distributions``, ``networks``, ``normalizer``, ``gae``, ``trpo``, ``value_fit``; the sanity
+environment ``cartpole_env`` and its trainer ``cartpole`` (``python -m teamsrl_jax.rl.cartpole``); ``cli`` turns
+a config dataclass into command-line flags.
 """
 
 from teamsrl_jax.rl.config import PRESETS, PolicyConfig, RLConfig, TRPOConfig, ValueConfig, preset

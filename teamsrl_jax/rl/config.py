@@ -197,11 +197,17 @@ PRESETS: dict[str, RLConfig] = {
     ),
     # Ours: a categorical policy for discrete operations, a KL-checked line search, GAE value targets.
     "default": RLConfig(),
+    # Tuned on the pure-JAX CartPole (teamsrl_jax.rl.cartpole): 8 of 8 seeds at 500 by ~20k steps.
+    "cartpole": RLConfig(
+        value=ValueConfig(fit="adam", adam_lr=3e-3, adam_epochs=20, minibatch_size=128, l2=0.0),
+        trpo=TRPOConfig(max_kl=0.01, backtrack=0.8),
+        gamma=0.99, lam=0.98, normalize_obs=True,
+    ),
 }
 
 
 def preset(name: str) -> RLConfig:
-    """The preset called ``name`` ('paper' or 'default')."""
+    """The preset called ``name`` ('paper', 'default' or 'cartpole')."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
