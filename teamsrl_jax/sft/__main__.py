@@ -21,8 +21,7 @@ from teamsrl_jax.sft.config import SFTConfig, field_docs, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m teamsrl_jax.sft", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m teamsrl_jax.sft", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file of SFTConfig fields (e.g. experiments/sft_tiny.yaml)")
     docs = field_docs()
     hints = typing.get_type_hints(SFTConfig)
