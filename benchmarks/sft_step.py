@@ -43,19 +43,19 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.
             "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
 
 
-def interleaved_times(steps: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each ``steps[name]()`` (which must block until its work is done). After
-    ``warmup`` calls each, the contenders alternate call by call, so that a machine busy with other
-    work slows them alike."""
+def interleaved_times(steps: dict, warmup: int, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall seconds, process CPU seconds) per call of each ``steps[name]()`` (which must block until its
+    work is done). After ``warmup`` calls each, the contenders alternate call by call, so that a machine
+    busy with other work slows them alike; CPU seconds show the work done, whatever the contention."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             step()
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
 
@@ -105,7 +105,7 @@ def gpu_mfu(warmup: int, steps: int, batch_rows: int = 4, seq: int = 2048) -> di
     jax.nn.dot_product_attention lets XLA/cuDNN pick a fused attention kernel."""
     config = LlamaConfig.preset("1b", dtype="bfloat16", param_dtype="float32", attention_impl="jax")
     times = interleaved_times({"jax": jax_step(config, make_batch(batch_rows, seq, config.vocab_size))}, warmup, steps)
-    tokens_per_s = batch_rows * seq / statistics.median(times["jax"])
+    tokens_per_s = batch_rows * seq / statistics.median(w for w, _ in times["jax"])
     peak = peak_flops()
     return {"gpu_model": "1b", "gpu_seq_len": seq, "gpu_batch": batch_rows, "gpu_tokens_per_s": tokens_per_s,
             "gpu_device": jax.devices()[0].device_kind,
@@ -127,8 +127,11 @@ def main(argv=None) -> dict:
     tokens = args.batch * args.seq
     times = interleaved_times({"jax": jax_step(config, batch), "torch": torch_step(config, batch, threads)},
                               warmup, steps)
-    jax_tps, torch_tps = (tokens / statistics.median(times[k]) for k in ("jax", "torch"))
+    jax_tps, torch_tps = (tokens / statistics.median(w for w, _ in times[k]) for k in ("jax", "torch"))
     result = {"jax_tokens_per_s": jax_tps, "torch_tokens_per_s": torch_tps, "speedup": jax_tps / torch_tps,
+              **{f"{k}_best_tokens_per_s": tokens / min(w for w, _ in times[k]) for k in times},
+              **{f"{k}_cpu_s_per_step": statistics.median(c for _, c in times[k]) for k in times},
+              "load_avg_1min": os.getloadavg()[0],
               "batch": args.batch, "seq_len": args.seq, "torch_threads": threads,
               "jax_backend": jax.default_backend(), "params": config.num_params()}
     if jax.default_backend() == "gpu":
@@ -136,9 +139,12 @@ def main(argv=None) -> dict:
 
     print(f"SFT step, {config.num_params() / 1e6:.1f}M-param Llama, batch {args.batch} x {args.seq}, fp32, "
           f"torch threads = JAX cores = {threads}")
-    print(f"  ours (jax.jit, {jax.default_backend()}): {jax_tps:10,.0f} tokens/s")
-    print(f"  transformers + torch AdamW:   {torch_tps:10,.0f} tokens/s")
-    print(f"  speedup:                      {result['speedup']:10.2f}x")
+    print(f"{'':30s} {'median tok/s':>13s} {'best tok/s':>11s} {'CPU s/step':>11s}")
+    for k, name in (("jax", f"ours (jax.jit, {jax.default_backend()})"), ("torch", "transformers + torch AdamW")):
+        print(f"{name:30s} {result[k + '_tokens_per_s']:13,.0f} {result[k + '_best_tokens_per_s']:11,.0f} "
+              f"{result[k + '_cpu_s_per_step']:11.2f}")
+    print(f"speedup (median): {result['speedup']:.2f}x   (1-min load average {result['load_avg_1min']:.1f} "
+          f"on {os.cpu_count()} CPUs)")
     if "gpu_mfu" in result:
         mfu = "n/a" if result["gpu_mfu"] is None else f"{100 * result['gpu_mfu']:.1f}%"
         print(f"  GPU {result['gpu_device']}: 1b @ {result['gpu_seq_len']} bf16: "
