@@ -12,7 +12,7 @@ from teamsrl_jax.rl.distributions import Categorical, OneHotGaussian
 from teamsrl_jax.rl.gae import gae, normalize_advantages
 from teamsrl_jax.rl.networks import CategoricalPolicy, GaussianArgmaxPolicy, ValueNet, make_policy
 from teamsrl_jax.rl.normalizer import RunningNorm, norm_apply, norm_init, norm_update
-from teamsrl_jax.rl.trpo import TRPOBatch, conjugate_gradient, line_search, make_fvp, make_trpo_update, trpo_update
+from teamsrl_jax.rl.trpo import TRPOBatch, conjugate_gradient, line_search, make_fvp, make_gn_fvp, make_trpo_update, trpo_update
 from teamsrl_jax.rl.value_fit import fit_value, make_value_fit, value_fit_init, value_loss
 
 __all__ = [
@@ -21,6 +21,6 @@ __all__ = [
     "gae", "normalize_advantages",
     "CategoricalPolicy", "GaussianArgmaxPolicy", "ValueNet", "make_policy",
     "RunningNorm", "norm_apply", "norm_init", "norm_update",
-    "TRPOBatch", "conjugate_gradient", "line_search", "make_fvp", "make_trpo_update", "trpo_update",
+    "TRPOBatch", "conjugate_gradient", "line_search", "make_fvp", "make_gn_fvp", "make_trpo_update", "trpo_update",
     "fit_value", "make_value_fit", "value_fit_init", "value_loss",
 ]

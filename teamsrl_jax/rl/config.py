@@ -121,6 +121,8 @@ class TRPOConfig:
     """Trust-region radius delta on the mean KL(old || new)."""
     damping: float = 0.1
     """Added times the identity to the Fisher matrix in every Fisher-vector product."""
+    fvp: str = "gauss_newton"
+    """Fisher-vector product: 'gauss_newton' (J^T M J by jvp/vjp) or 'hessian' (double backprop of the KL)."""
     cg_iters: int = 10
     """Conjugate-gradient iterations (fixed count; iterations after convergence are skipped)."""
     cg_tol: float = 1e-10
@@ -144,6 +146,7 @@ class TRPOConfig:
         if not 0.0 < self.backtrack < 1.0:
             _fail(self, "backtrack", "must be in (0, 1)", self.backtrack)
         _check_choice(self, "accept", ("ratio", "improve"))
+        _check_choice(self, "fvp", ("gauss_newton", "hessian"))
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ PRESETS: dict[str, RLConfig] = {
             lbfgs_iters=25, l2=1e-3, target="mc",
         ),
         trpo=TRPOConfig(
-            max_kl=0.01, damping=0.1, cg_iters=10, cg_tol=1e-10, line_search_steps=10, backtrack=0.5,
+            max_kl=0.01, damping=0.1, fvp="hessian", cg_iters=10, cg_tol=1e-10, line_search_steps=10, backtrack=0.5,
             accept="ratio", accept_ratio=0.1, kl_slack=math.inf, normalize_advantages=True,
         ),
         gamma=0.995, lam=0.97, normalize_obs=True, obs_clip=5.0, seed=543,

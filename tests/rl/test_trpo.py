@@ -9,8 +9,8 @@ from flax import nnx
 
 from teamsrl_jax.rl.config import PolicyConfig, TRPOConfig
 from teamsrl_jax.rl.networks import make_policy
-from teamsrl_jax.rl.trpo import (TRPOBatch, conjugate_gradient, line_search, make_fvp, make_objectives,
-                                 make_trpo_update)
+from teamsrl_jax.rl.trpo import (TRPOBatch, conjugate_gradient, line_search, make_fvp, make_gn_fvp,
+                                 make_objectives, make_trpo_update)
 
 
 def small_problem(kind, seed=0, batch=16, obs_dim=3, num_actions=3):
@@ -38,12 +38,13 @@ def test_cg_solves_spd_system(x64):
 @pytest.mark.parametrize("kind", ["categorical", "gaussian_argmax"])
 def test_fvp_equals_explicit_kl_hessian(x64, kind):
     (graphdef, params), data = small_problem(kind)
-    flat0, _, _, surrogate_and_kl = make_objectives(graphdef, params, data, True)
+    flat0, _, old, dist_at, surrogate_and_kl = make_objectives(graphdef, params, data, True)
     kl = lambda f: surrogate_and_kl(f)[1]
     hess, kl0, grad0 = jax.jit(lambda f: (jax.hessian(kl)(f), kl(f), jax.grad(kl)(f)))(flat0)
     v = jnp.asarray(np.random.default_rng(1).normal(size=flat0.shape))
-    fvp = jax.jit(lambda f, v: make_fvp(kl, f, damping=0.1)(v))(flat0, v)
+    fvp, gn = jax.jit(lambda f, v: (make_fvp(kl, f, 0.1)(v), make_gn_fvp(dist_at, old, f, 0.1)(v)))(flat0, v)
     np.testing.assert_allclose(fvp, hess @ v + 0.1 * v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gn, hess @ v + 0.1 * v, rtol=1e-10, atol=1e-12)
     # KL is 0 with a zero gradient at identical parameters, and its Hessian is PSD (a Fisher matrix)
     assert float(kl0) == 0.0
     assert float(jnp.max(jnp.abs(grad0))) < 1e-15
@@ -86,7 +87,7 @@ def test_line_search_kl_bound_and_rejection(x64):
 @pytest.mark.parametrize("kind", ["categorical", "gaussian_argmax"])
 def test_update_respects_the_trust_region(x64, kind):
     (graphdef, params), data = small_problem(kind, batch=64)
-    flat0, _, _, surrogate_and_kl = make_objectives(graphdef, params, data, True)
+    surrogate_and_kl = make_objectives(graphdef, params, data, True).surrogate_and_kl
     for max_kl, slack in ((0.01, 1.0), (0.5, 0.2)):
         # less damping than 0.1, so that the step's quadratic KL model s^T F s / 2 is near max_kl
         cfg = TRPOConfig(max_kl=max_kl, kl_slack=slack, cg_iters=20, damping=0.01)
