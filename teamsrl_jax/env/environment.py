@@ -5,6 +5,11 @@ batched instructor call, parse the rewrites, apply the elimination gates, make O
 call for the kept rewrites (skipped only when none is kept), and compute the rewards. A kept rewrite
 becomes the chain's current instruction; an eliminated one leaves the chain where it was.
 
+The step is written once, as a generator over a contiguous group of chains that yields its two backend
+calls (``InstructionEnv.step_chains``); ``step`` drives it for all chains with ``run_step``, and the
+pipelined rollout of ``train_policy.rollout`` drives several groups so that one group's calls are in
+flight while another group's CPU work (features, gates, rewards) runs.
+
 Plain-loop usage::
 
     env = InstructionEnv(EnvConfig.from_preset("default", num_chains=64), backend)
@@ -21,13 +26,15 @@ chains carry on from where they stopped; only the step counter and the previous 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from teamsrl_jax.backends.base import Backend, SamplingParams
-from teamsrl_jax.env.features import FEATURE_KINDS, default_features, obs_dim, one_hot_previous
+from teamsrl_jax.backends.base import Backend, Completion, SamplingParams
+from teamsrl_jax.env.features import FEATURE_KINDS, TextFeatureCache, obs_dim, one_hot_previous, text_stats
 from teamsrl_jax.env.operations import OperationSet
 from teamsrl_jax.env.reward import Reward, RewardConfig
 from teamsrl_jax.env.seeds import SeedPool
@@ -137,8 +144,46 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class LLMRequest:
+    """One batched backend call that a step asks for (see ``InstructionEnv.step_chains``)."""
+
+    role: str
+    prompts: list[str]
+    params: SamplingParams
+    sample_indices: list[int]
+    """Per prompt: how many chains before it in this step sent the same prompt, so that repeats are
+    distinct samples (and distinct cache keys) however the chains are grouped."""
+
+    def send(self, backend: Backend) -> list[Completion]:
+        """Make the call on ``backend`` (none for an empty batch)."""
+        if not self.prompts:
+            return []
+        return backend.generate(self.prompts, self.params, role=self.role, sample_indices=self.sample_indices)
+
+
+StepResult = tuple[np.ndarray | None, np.ndarray, np.ndarray, dict[str, Any]]
+StepGenerator = Generator[LLMRequest, list[Completion], StepResult]
+
+
+def run_step(step: StepGenerator, backend: Backend) -> StepResult:
+    """Drive a ``step_chains`` generator to its end, making each call it asks for on ``backend``."""
+    try:
+        request = next(step)
+        while True:
+            request = step.send(request.send(backend))
+    except StopIteration as end:
+        return end.value
+
+
 class InstructionEnv:
-    """N instruction chains evolved in lockstep by a policy choosing one operation per chain per step."""
+    """N instruction chains evolved in lockstep by a policy choosing one operation per chain per step.
+
+    ``step`` moves every chain. ``step_chains`` moves a contiguous group of chains and is written as a
+    generator that yields its two backend calls, so that a driver can overlap one group's calls with
+    another group's CPU work (``train_policy.rollout``). Groups stepped in chain order within each step
+    give exactly what ``step`` gives: the same sample indices, the same novelty memory (a step's kept
+    rewrites are remembered once every chain has made that step, in chain order), the same records."""
 
     def __init__(self, config: EnvConfig, backend: Backend, seeds: SeedPool | None = None,
                  operations: OperationSet | None = None):
@@ -149,6 +194,7 @@ class InstructionEnv:
             operations = (OperationSet.from_file(config.operations_file, config.operations_mode)
                           if config.operations_file else OperationSet())
         self.operations = operations
+        self._templates = operations.templates
         self.held_out_seeds: SeedPool | None = None
         if seeds is None:
             seeds = SeedPool.from_file(config.seed_file, seed=config.seed)
@@ -160,14 +206,24 @@ class InstructionEnv:
         if config.features == "embedding":
             from teamsrl_jax.env.encoder import SentenceEncoder  # imports JAX; only for this feature kind
             self.encoder = SentenceEncoder(config.encoder_path)
+        n = config.num_chains
+        self._features = TextFeatureCache(config.feature_dim, capacity=max(8192, 4 * n))
         self.records: list[dict[str, Any]] = []
         """One dict per chain per step (see ``step``); take them with ``pop_records``."""
-        n = config.num_chains
         self._texts: list[str] | None = None
         self._origins: list[str] = [""] * n
         self._prev = np.full(n, -1, np.int64)
-        self._t = 0
+        self._steps = np.zeros(n, np.int64)  # steps taken in this episode, per chain
         self.episode = -1
+        self._reset_step_bookkeeping()
+
+    def _reset_step_bookkeeping(self) -> None:
+        """Counters that keep groups stepped out of phase equal to one batch (empty between steps)."""
+        self._age = np.zeros(self.config.num_chains, np.int64)  # steps taken since this point, per chain
+        self._remembered = 0         # steps whose kept rewrites are all in the novelty memory
+        self._staged: dict[int, np.ndarray] = {}      # chain start -> encoded kept rewrites, for step _remembered
+        self._staged_chains = 0
+        self._sample_counts: dict[str, tuple[int, int, Counter]] = {}  # role -> (age, next start, prompt counts)
 
     @property
     def num_actions(self) -> int:
@@ -186,28 +242,42 @@ class InstructionEnv:
         """Current instruction of every chain."""
         return list(self._texts or [])
 
-    def _observe(self) -> np.ndarray:
+    @property
+    def _t(self) -> int:
+        """The step of the episode (all chains between steps)."""
+        if (self._steps != self._steps[0]).any():
+            raise RuntimeError("chains are at different steps: finish stepping every group first")
+        return int(self._steps[0])
+
+    def _observe(self, start: int, stop: int) -> np.ndarray:
+        prev = self._prev[start:stop]
         if self.config.features == "paper":
-            return one_hot_previous(self._prev, self.num_actions)
-        vectors = None if self.encoder is None else self.encoder(self._texts)
-        return default_features(self._texts, self._prev, self._t, self.config.horizon, self.num_actions,
-                                self._text_dim, text_vectors=vectors)
+            return one_hot_previous(prev, self.num_actions)
+        texts = self._texts[start:stop]
+        if self.encoder is None:
+            rows = self._features(texts)
+            text_part, stats = rows[:, :self._text_dim], rows[:, self._text_dim:]
+        else:
+            text_part, stats = self.encoder(texts), text_stats(texts)
+        step = np.full((stop - start, 1), int(self._steps[start]) / self.config.horizon, np.float32)
+        return np.concatenate([text_part, one_hot_previous(prev, self.num_actions), step, stats], axis=1)
 
     def reset(self) -> np.ndarray:
-        """Start an episode; returns obs [N, obs_dim] float32."""
+        """Start an episode for every chain (also after groups were left mid-step by an error); returns obs
+        [N, obs_dim] float32."""
+        self._reset_step_bookkeeping()
         if self._texts is None or self.config.reset_chains == "fresh_seeds":
             self._texts = [s.text for s in self.seed_pool.draw(self.config.num_chains)]
             self._origins = list(self._texts)
         self._prev[:] = -1
-        self._t = 0
+        self._steps[:] = 0
         self.episode += 1
-        return self._observe()
+        return self._observe(0, self.config.num_chains)
 
-    def _check_actions(self, actions: Any) -> np.ndarray:
+    def _check_actions(self, actions: Any, n: int) -> np.ndarray:
         a = np.asarray(actions)
-        if a.shape != (self.config.num_chains,) or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"actions must be an integer array of shape ({self.config.num_chains},), "
-                             f"got {a.dtype} {a.shape}")
+        if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"actions must be an integer array of shape ({n},), got {a.dtype} {a.shape}")
         if a.min() < 0 or a.max() >= self.num_actions:
             raise ValueError(f"actions must be in [0, {self.num_actions}), got min {a.min()} max {a.max()}")
         return a.astype(np.int64)
@@ -220,34 +290,86 @@ class InstructionEnv:
         step), ``operations`` (names), ``eliminated`` (reason or ""), ``reviewer_notes`` (why a reply gave
         no verdict/score, or ""), ``instructor_replies``, ``reviewer_replies`` (None where not asked):
         lists of N; ``reward_components``: dict of [N] float32 arrays; ``step`` (1..H), ``episode``."""
+        return run_step(self.step_chains(0, self.config.num_chains, actions), self.backend)
+
+    def step_chains(self, start: int, stop: int, actions: Any, *, observe: bool = True) -> StepGenerator:
+        """``step`` for chains ``start..stop-1`` as a generator: it yields the ``LLMRequest`` of the
+        instructor and then of the reviewer (an empty one when every rewrite was eliminated), is sent each
+        call's completions, and returns (obs or None when not ``observe``, rewards, dones, info) for the
+        group. Drive it with ``run_step`` or overlap several groups' calls; within a step, groups must
+        make each call in chain order (checked), and a group must not score step k before every chain has
+        finished step k-1 (checked)."""
+        n = stop - start
         if self._texts is None:
             raise RuntimeError("call reset() before step()")
-        if self._t >= self.config.horizon:
+        if not 0 <= start < stop <= self.config.num_chains:
+            raise ValueError(f"chains [{start}, {stop}) are not inside [0, {self.config.num_chains})")
+        t, age = int(self._steps[start]), int(self._age[start])
+        if (self._steps[start:stop] != t).any():
+            raise RuntimeError(f"chains [{start}, {stop}) are at different steps")
+        if t >= self.config.horizon:
             raise RuntimeError(f"the episode ended after {self.config.horizon} steps: call reset()")
-        actions = self._check_actions(actions)
-        parents = self._texts
+        actions = self._check_actions(actions, n)
+        parents = self._texts[start:stop]
         prompts = [self.operations.render(a, p) for a, p in zip(actions, parents)]
-        replies = [c.text for c in _checked(self.backend.generate(prompts, self.config.instructor, role="instructor"),
-                                            len(prompts), "instructor")]
+        request = self._request("instructor", start, stop, age, prompts, self.config.instructor)
+        replies = [c.text for c in _checked((yield request), n, "instructor")]
         rewrites = [self.operations.parse(r) for r in replies]
-        templates = [self.operations.templates[a] for a in actions]
-        result = self.reward_fn(parents, rewrites, templates, self.backend, self.config.reviewer)
-        self._texts = [p if why else r for p, r, why in zip(parents, rewrites, result.eliminated)]
-        self._prev = actions
-        self._t += 1
+        eliminated = self.reward_fn.gates(parents, rewrites, [self._templates[a] for a in actions])
+        review = self.reward_fn.review_prompts(parents, rewrites, eliminated)
+        request = self._request("reviewer", start, stop, age, review, self.config.reviewer)
+        verdicts = [c.text for c in _checked((yield request), len(review), "reviewer")]
+        if self.reward_fn.memory is not None and self._remembered != age:
+            raise RuntimeError(f"chains [{start}, {stop}) scored step {age} before every chain finished the "
+                               "step before it: step the groups in chain order")
+        result = self.reward_fn.score(rewrites, eliminated, verdicts)
+        self._remember(start, stop, result.novelty_rows)
+        self._texts[start:stop] = [p if why else r for p, r, why in zip(parents, rewrites, eliminated)]
+        self._prev[start:stop] = actions
+        self._steps[start:stop] += 1
+        self._age[start:stop] += 1
         names = [self.operations.names[a] for a in actions]
-        self._record(parents, rewrites, names, result)
-        info = {"parents": parents, "rewrites": rewrites, "instructions": list(self._texts), "operations": names,
-                "eliminated": result.eliminated, "reviewer_notes": result.notes, "instructor_replies": replies,
-                "reviewer_replies": result.reviewer_replies, "reward_components": result.components,
-                "step": self._t, "episode": self.episode}
-        dones = np.full(self.config.num_chains, self._t >= self.config.horizon)
-        return self._observe(), result.rewards, dones, info
+        self._record(start, t + 1, parents, rewrites, names, result)
+        info = {"parents": parents, "rewrites": rewrites, "instructions": self._texts[start:stop],
+                "operations": names, "eliminated": result.eliminated, "reviewer_notes": result.notes,
+                "instructor_replies": replies, "reviewer_replies": result.reviewer_replies,
+                "reward_components": result.components, "step": t + 1, "episode": self.episode}
+        dones = np.full(n, t + 1 >= self.config.horizon)
+        return (self._observe(start, stop) if observe else None), result.rewards, dones, info
 
-    def _record(self, parents, rewrites, names, result) -> None:
+    def _request(self, role: str, start: int, stop: int, age: int, prompts: list[str],
+                 params: SamplingParams) -> LLMRequest:
+        """The request, with sample indices counted over the chains before ``start`` in this step too."""
+        if start == 0:
+            counts: Counter = Counter()
+        else:
+            last_age, next_start, counts = self._sample_counts.get(role, (-1, 0, Counter()))
+            if (last_age, next_start) != (age, start):
+                raise RuntimeError(f"chains [{start}, {stop}) made their {role} call of step {age} out of chain "
+                                   "order: step the groups in chain order")
+        indices = []
+        for p in prompts:
+            indices.append(counts[p])
+            counts[p] += 1
+        self._sample_counts[role] = (age, stop, counts)
+        return LLMRequest(role, prompts, params, indices)
+
+    def _remember(self, start: int, stop: int, rows: np.ndarray | None) -> None:
+        """Stage a group's kept rewrites; once every chain made the step, add them all in chain order."""
+        if rows is None:
+            return
+        self._staged[start] = rows
+        self._staged_chains += stop - start
+        if self._staged_chains == self.config.num_chains:
+            for key in sorted(self._staged):
+                self.reward_fn.memory.add_encoded(self._staged[key])
+            self._staged, self._staged_chains = {}, 0
+            self._remembered += 1
+
+    def _record(self, start: int, step: int, parents, rewrites, names, result) -> None:
         for i, (parent, rewrite, name) in enumerate(zip(parents, rewrites, names)):
             self.records.append({
-                "episode": self.episode, "step": self._t, "chain": i, "seed": self._origins[i],
+                "episode": self.episode, "step": step, "chain": start + i, "seed": self._origins[start + i],
                 "operation": name, "parent": parent, "instruction": rewrite,
                 "kept": not result.eliminated[i], "eliminated": result.eliminated[i],
                 "reward": float(result.rewards[i]),
@@ -259,7 +381,7 @@ class InstructionEnv:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly (NumPy arrays + JSON-able values): the
         chains, the step and episode counters, the seed-pool order and the novelty memory. Records are
-        not included: take them with ``pop_records`` before saving."""
+        not included: take them with ``pop_records`` before saving. Only between steps of all chains."""
         memory = self.reward_fn.memory
         return {"texts": None if self._texts is None else list(self._texts), "origins": list(self._origins),
                 "prev": self._prev.copy(), "t": self._t, "episode": self.episode,
@@ -277,10 +399,11 @@ class InstructionEnv:
         self._texts = None if texts is None else [str(t) for t in texts]
         self._origins = [str(t) for t in state["origins"]]
         self._prev = np.asarray(state["prev"], np.int64).copy()
-        self._t, self.episode = int(state["t"]), int(state["episode"])
+        self._steps[:], self.episode = int(state["t"]), int(state["episode"])
         self.seed_pool.load_state_dict(state["seed_pool"])
         if self.reward_fn.memory is not None:
             self.reward_fn.memory.load_state_dict(state["novelty"])
+        self._reset_step_bookkeeping()
 
     def pop_records(self) -> list[dict[str, Any]]:
         """Every (instruction, operation, parent, reward, components, ...) produced since the last call.

@@ -31,7 +31,7 @@ import numpy as np
 
 from teamsrl_jax.backends.base import Backend, SamplingParams
 from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG
-from teamsrl_jax.env.text import content_words, fill_template, rouge_l, word_ngram_hashes, words
+from teamsrl_jax.env.text import batch_word_ngram_hashes, content_words, fill_template, rouge_l, word_tuple
 
 REWARD_KINDS = ("paper", "default")
 
@@ -187,12 +187,13 @@ def copies_template(parent: str, rewrite: str, template: str) -> bool:
     low_new, low_old = rewrite.lower(), parent.lower()
     if any(m in low_new and m not in low_old for m in _TEMPLATE_MARKERS):
         return True
-    return bool((_shingles(words(rewrite)) & _template_shingles(template)) - _shingles(words(parent)))
+    copied = _shingles(word_tuple(rewrite)) & _template_shingles(template)
+    return bool(copied) and bool(copied - _shingles(word_tuple(parent)))
 
 
 @lru_cache(maxsize=64)
 def _template_shingles(template: str) -> frozenset[tuple[str, ...]]:
-    return frozenset(_shingles(words(template.replace("{instruction}", " "))))
+    return frozenset(_shingles(word_tuple(template.replace("{instruction}", " "))))
 
 
 def elimination_reason(parent: str, rewrite: str | None, template: str, config: RewardConfig) -> str:
@@ -204,13 +205,13 @@ def elimination_reason(parent: str, rewrite: str | None, template: str, config: 
         return ""
     if not content_words(rewrite):
         return "empty"
-    n_new = len(words(rewrite))
+    n_new = len(word_tuple(rewrite))
     if n_new < config.refusal_max_words and _REFUSAL.search(rewrite) and not _REFUSAL.search(parent):
         return "refusal"
     if copies_template(parent, rewrite, template):
         return "copies_template"
-    # ROUGE-L is quadratic: compute it only where the length condition already holds.
-    if n_new <= len(words(parent)) and rouge_l(parent, rewrite) >= config.max_overlap:
+    # ROUGE-L only where the length condition already holds.
+    if n_new <= len(word_tuple(parent)) and rouge_l(parent, rewrite) >= config.max_overlap:
         return "no_information_gain"
     return ""
 
@@ -230,7 +231,10 @@ def _popcount(bits: np.ndarray) -> np.ndarray:
 
 
 class NoveltyMemory:
-    """A ring buffer of recent texts as hashed word 1-2-gram sets, packed into bits; Jaccard by popcount."""
+    """A ring buffer of recent texts as hashed word 1-2-gram sets, packed into bits; Jaccard by popcount.
+
+    ``encode`` a batch once, then ``max_similarity_encoded`` / ``add_encoded`` the rows: a caller that
+    steps groups of chains out of phase reads the memory for a whole step before adding that step's rows."""
 
     def __init__(self, capacity: int, dim: int = 2048):
         if dim % 64:
@@ -242,25 +246,38 @@ class NoveltyMemory:
         self._next = 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """[N, dim/64] uint64: the set of hashed word unigrams and bigrams of each text."""
+        """[N, dim/64] uint64: the set of hashed word unigrams and bigrams of each text (whole batch at once)."""
+        unigrams, uni_rows, bigrams, bi_rows = batch_word_ngram_hashes([word_tuple(t) for t in texts])
         out = np.zeros((len(texts), self.dim), bool)
-        for i, text in enumerate(texts):
-            unigrams, bigrams = word_ngram_hashes(words(text))
-            out[i, (np.concatenate([unigrams, bigrams]) % np.uint64(self.dim)).astype(np.int64)] = True
-        return np.packbits(out, axis=1).view(np.uint64)
+        out[np.concatenate([uni_rows, bi_rows]),
+            (np.concatenate([unigrams, bigrams]) % np.uint64(self.dim)).astype(np.int64)] = True
+        return np.packbits(out, axis=1).view(np.uint64).reshape(len(texts), self.dim // 64)
 
-    def max_similarity(self, texts: Sequence[str], chunk: int = 32) -> np.ndarray:
+    def max_similarity(self, texts: Sequence[str]) -> np.ndarray:
         """[N] largest Jaccard similarity of each text to the remembered ones (0 when empty)."""
-        if not self._count or not texts:
-            return np.zeros(len(texts), np.float32)
-        x = self.encode(texts)
+        return self.max_similarity_encoded(self.encode(texts))
+
+    def max_similarity_encoded(self, x: np.ndarray, chunk: int = 8) -> np.ndarray:
+        """``max_similarity`` of rows from ``encode``."""
+        if not self._count or not len(x):
+            return np.zeros(len(x), np.float32)
         sizes, memory = _popcount(x), self._bits[:self._count]
-        out = np.empty(len(texts), np.float32)
+        out = np.empty(len(x), np.float32)
         for start in range(0, len(x), chunk):  # bounds the [chunk, memory, words] temporary
             inter = _popcount(x[start:start + chunk, None, :] & memory[None])
             union = sizes[start:start + chunk, None] + self._sizes[None, :self._count] - inter
             out[start:start + chunk] = (inter / np.maximum(union, 1)).max(axis=1)
         return out
+
+    def add(self, texts: Sequence[str]) -> None:
+        self.add_encoded(self.encode(texts))
+
+    def add_encoded(self, x: np.ndarray) -> None:
+        """Remember rows from ``encode``, in order (the oldest are overwritten when full)."""
+        capacity, k = len(self._bits), len(x)
+        slots = (self._next + np.arange(max(0, k - capacity), k)) % capacity  # rows beyond capacity: the last ones
+        self._bits[slots], self._sizes[slots] = x[k - len(slots):], _popcount(x[k - len(slots):])
+        self._next, self._count = (self._next + k) % capacity, min(self._count + k, capacity)
 
     def state_dict(self) -> dict:
         return {"bits": self._bits.copy(), "sizes": self._sizes.copy(), "count": self._count, "next": self._next}
@@ -271,12 +288,6 @@ class NoveltyMemory:
             raise ValueError(f"novelty memory state has shape {bits.shape}, expected {self._bits.shape}")
         self._bits, self._sizes = bits.copy(), np.asarray(state["sizes"], np.int32).copy()
         self._count, self._next = int(state["count"]), int(state["next"])
-
-    def add(self, texts: Sequence[str]) -> None:
-        for row in self.encode(texts):
-            self._bits[self._next], self._sizes[self._next] = row, _popcount(row)
-            self._next = (self._next + 1) % len(self._bits)
-            self._count = min(self._count + 1, len(self._bits))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,37 +308,67 @@ class RewardResult:
     """Why the reviewer's reply gave no verdict/score ("" otherwise)."""
     reviewer_replies: list[str | None] = field(default_factory=list)
     """The reviewer's raw reply per chain (None where it was not asked)."""
+    novelty_rows: np.ndarray | None = None
+    """The kept rewrites encoded for the novelty memory (None when it is off). ``Reward.__call__`` adds them
+    to the memory itself; after ``Reward.score`` the caller does (``NoveltyMemory.add_encoded``)."""
 
 
 class Reward:
-    """Scores a batch of rewrites; holds the novelty memory across steps and episodes."""
+    """Scores a batch of rewrites; holds the novelty memory across steps and episodes.
+
+    One call is three phases, which a caller stepping groups of chains out of phase runs separately:
+    ``gates`` (reviewer-free), ``review_prompts`` (for the kept rewrites: one batched reviewer call), and
+    ``score`` (parse the replies, novelty against the memory, rewards)."""
 
     def __init__(self, config: RewardConfig):
         self.config = config
-        self.memory = NoveltyMemory(config.novelty_memory) if config.novelty_weight > 0 else None
+        uses_novelty = config.kind == "default" and config.novelty_weight > 0  # the paper reward has no bonus
+        self.memory = NoveltyMemory(config.novelty_memory) if uses_novelty else None
 
     def review_prompt(self, old: str, new: str) -> str:
         return fill_template(REVIEW_TEMPLATES[self.config.kind], old=old, new=new)
 
+    def gates(self, parents: Sequence[str], rewrites: Sequence[str | None], templates: Sequence[str]) -> list[str]:
+        """Elimination reason per chain ("" when kept)."""
+        return [elimination_reason(p, r, t, self.config) for p, r, t in zip(parents, rewrites, templates)]
+
+    def review_prompts(self, parents: Sequence[str], rewrites: Sequence[str | None],
+                       eliminated: Sequence[str]) -> list[str]:
+        """Reviewer prompts of the kept chains, in chain order."""
+        return [self.review_prompt(p, r) for p, r, why in zip(parents, rewrites, eliminated) if not why]
+
     def __call__(self, parents: Sequence[str], rewrites: Sequence[str | None], templates: Sequence[str],
                  backend: Backend, params: SamplingParams) -> RewardResult:
-        """Gates, then ONE batched reviewer call for the kept chains (none when nothing is kept).
-
-        Components, each [N] float32: ``kept`` (1 when the rewrite passed the gates), and for ``paper``
-        ``not_equal`` (1/0) and ``verdict_parsed``; for ``default`` ``score`` (1-10, NaN when absent),
-        ``quality`` ((score-1)/9, 0 when absent) and ``novelty`` (1 - max similarity, 0 when not kept)."""
-        n = len(parents)
-        eliminated = [elimination_reason(p, r, t, self.config) for p, r, t in zip(parents, rewrites, templates)]
-        kept = [i for i in range(n) if not eliminated[i]]
-        replies: list[str | None] = [None] * n
-        if kept:
-            prompts = [self.review_prompt(parents[i], rewrites[i]) for i in kept]
+        """Gates, then ONE batched reviewer call for the kept chains (none when nothing is kept), then
+        ``score``; the kept rewrites are remembered by the novelty memory afterwards."""
+        eliminated = self.gates(parents, rewrites, templates)
+        prompts = self.review_prompts(parents, rewrites, eliminated)
+        replies: list[str] = []
+        if prompts:
             completions = backend.generate(prompts, params, role="reviewer")
             if len(completions) != len(prompts):
                 raise RuntimeError(f"reviewer backend returned {len(completions)} completions "
                                    f"for {len(prompts)} prompts")
-            for i, completion in zip(kept, completions):
-                replies[i] = completion.text
+            replies = [c.text for c in completions]
+        result = self.score(rewrites, eliminated, replies)
+        if result.novelty_rows is not None:
+            self.memory.add_encoded(result.novelty_rows)
+        return result
+
+    def score(self, rewrites: Sequence[str | None], eliminated: Sequence[str], replies: Sequence[str]) -> RewardResult:
+        """Rewards from the reviewer's ``replies`` to ``review_prompts`` (one per kept chain, in order). Reads
+        the novelty memory but does not add to it (see ``RewardResult.novelty_rows``).
+
+        Components, each [N] float32: ``kept`` (1 when the rewrite passed the gates), and for ``paper``
+        ``not_equal`` (1/0) and ``verdict_parsed``; for ``default`` ``score`` (1-10, NaN when absent),
+        ``quality`` ((score-1)/9, 0 when absent) and ``novelty`` (1 - max similarity, 0 when not kept)."""
+        n = len(rewrites)
+        kept = [i for i in range(n) if not eliminated[i]]
+        if len(replies) != len(kept):
+            raise ValueError(f"{len(replies)} reviewer replies for {len(kept)} kept rewrites")
+        all_replies: list[str | None] = [None] * n
+        for i, reply in zip(kept, replies):
+            all_replies[i] = reply
         kept_mask = np.zeros(n, np.float32)
         kept_mask[kept] = 1.0
         notes = [""] * n
@@ -335,21 +376,21 @@ class Reward:
             verdicts = np.zeros(n, np.float32)
             parsed = np.zeros(n, np.float32)
             for i in kept:
-                verdict, notes[i] = parse_verdict(replies[i])
+                verdict, notes[i] = parse_verdict(all_replies[i])
                 verdicts[i], parsed[i] = float(verdict is True), float(verdict is not None)
             components = {"kept": kept_mask, "not_equal": verdicts, "verdict_parsed": parsed}
-            return RewardResult(verdicts.copy(), components, eliminated, notes, replies)
+            return RewardResult(verdicts.copy(), components, list(eliminated), notes, all_replies)
         score = np.full(n, np.nan, np.float32)
         for i in kept:
-            value, notes[i] = parse_score(replies[i])
+            value, notes[i] = parse_score(all_replies[i])
             score[i] = math.nan if value is None else value
         scored = ~np.isnan(score)
         quality = np.where(scored, (score - 1.0) / 9.0, 0.0).astype(np.float32)
         novelty = np.zeros(n, np.float32)
-        if self.memory is not None and kept:
-            kept_texts = [rewrites[i] for i in kept]
-            novelty[kept] = 1.0 - self.memory.max_similarity(kept_texts)
-            self.memory.add(kept_texts)
+        rows = None
+        if self.memory is not None:
+            rows = self.memory.encode([rewrites[i] for i in kept])
+            novelty[kept] = 1.0 - self.memory.max_similarity_encoded(rows)
         rewards = np.where(scored, quality + self.config.novelty_weight * novelty, 0.0).astype(np.float32)
         components = {"kept": kept_mask, "score": score, "quality": quality, "novelty": novelty}
-        return RewardResult(rewards, components, eliminated, notes, replies)
+        return RewardResult(rewards, components, list(eliminated), notes, all_replies, rows)

@@ -1,9 +1,10 @@
 """Small text helpers shared by the operations, the reward, the features and the simulated backend.
 
 Everything here is pure (NumPy only): word tokenisation, a stop-word list, ROUGE-L-like and Jaccard
-overlap, single-pass template filling (so that braces or placeholder names inside an instruction are
-never re-substituted), matching a filled template back to its values, stable vectorised n-gram hashes
-(the same on every machine, unlike ``hash``), and detecting structured input (tables, JSON, code).
+overlap (LCS bit-parallel), single-pass template filling (so that braces or placeholder names inside an
+instruction are never re-substituted), matching a filled template back to its values, stable n-gram hashes
+vectorised over a whole batch of texts (the same on every machine and process, unlike ``hash``: resume
+depends on it), and detecting structured input (tables, JSON, code).
 """
 
 from __future__ import annotations
@@ -26,39 +27,46 @@ he him his she her they them their us also up down out off again further once s 
 """.split())
 
 
-@lru_cache(maxsize=8192)
-def _words(text: str) -> tuple[str, ...]:
+@lru_cache(maxsize=16384)
+def word_tuple(text: str) -> tuple[str, ...]:
+    """``words(text)`` as a tuple, cached: the gates, the features, the novelty memory and the simulated
+    reviewer all tokenise the same texts each step."""
     return tuple(_WORD.findall(text.lower()))
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters/digits, with an optional apostrophe suffix such as ``don't``).
-
-    Cached: the gates, the features and the novelty memory all tokenise the same texts each step."""
-    return list(_words(text))
+    """Lower-cased word tokens (letters/digits, with an optional apostrophe suffix such as ``don't``)."""
+    return list(word_tuple(text))
 
 
 def content_words(text: str) -> list[str]:
     """``words(text)`` without stop words."""
-    return [w for w in words(text) if w not in STOP_WORDS]
+    return [w for w in word_tuple(text) if w not in STOP_WORDS]
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists (O(len(a)·len(b)), one row of memory)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
+    """Length of the longest common subsequence of two token lists.
+
+    Bit-parallel (Hyyrö 2004): one bit per token of ``b`` in a Python int, a few big-int operations per
+    token of ``a``: O(len(a) · len(b) / word size) instead of the O(len(a) · len(b)) table."""
+    if not a or not b:
+        return 0
+    positions: dict[str, int] = {}
+    for j, y in enumerate(b):
+        positions[y] = positions.get(y, 0) | (1 << j)
+    full = (1 << len(b)) - 1
+    v = full  # a zero bit marks a column where the LCS grew
     for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+        match = positions.get(x)
+        if match:
+            u = v & match
+            v = ((v + u) | (v - u)) & full
+    return len(b) - bin(v).count("1")
 
 
 def rouge_l(a: str, b: str) -> float:
     """ROUGE-L F1 between two texts on ``words`` tokens (1.0 for two empty texts)."""
-    ta, tb = words(a), words(b)
+    ta, tb = word_tuple(a), word_tuple(b)
     if not ta or not tb:
         return float(ta == tb)
     lcs = lcs_length(ta, tb)
@@ -106,8 +114,23 @@ def stable_hash(s: str) -> int:
     return zlib.crc32(s.encode("utf-8"))
 
 
-_stable_hash_cached = lru_cache(maxsize=1 << 16)(stable_hash)
+_WORD_HASHES: dict[str, int] = {}
+_WORD_HASHES_MAX = 1 << 17  # bounded: emptied when full (hashes are pure, so this changes no result)
 _M32 = np.uint64(0xFFFFFFFF)
+_UNIGRAM_SALT, _BIGRAM_MUL, _TRIGRAM_TAG = np.uint64(0x5BD1E995), np.uint64(0x9E3779B1), np.uint64(0x3000000)
+
+
+def word_hashes(tokens: Sequence[str]) -> np.ndarray:
+    """crc32 of each token as uint64 [T]; every distinct word is hashed once (bounded word -> hash cache)."""
+    get = _WORD_HASHES.get
+    hashes = [get(t) for t in tokens]
+    if None in hashes:
+        if len(_WORD_HASHES) > _WORD_HASHES_MAX:
+            _WORD_HASHES.clear()
+        for i, h in enumerate(hashes):
+            if h is None:
+                hashes[i] = _WORD_HASHES[tokens[i]] = stable_hash(tokens[i])
+    return np.array(hashes, np.uint64).reshape(len(hashes))
 
 
 def mix32(h: np.ndarray) -> np.ndarray:
@@ -124,16 +147,43 @@ def word_ngram_hashes(tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(unigram hashes [T], bigram hashes [T-1]) as 32-bit values in uint64 arrays; stable everywhere.
 
     Words are hashed once with crc32 (cached); bigrams combine the two word hashes with ``mix32``."""
-    h = np.fromiter((_stable_hash_cached(t) for t in tokens), np.uint64, len(tokens))
-    return mix32(h ^ np.uint64(0x5BD1E995)), mix32((h[:-1] * np.uint64(0x9E3779B1)) ^ h[1:])
+    h = word_hashes(tokens)
+    return mix32(h ^ _UNIGRAM_SALT), mix32((h[:-1] * _BIGRAM_MUL) ^ h[1:])
+
+
+def batch_word_ngram_hashes(token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, ...]:
+    """``word_ngram_hashes`` of many texts at once: (unigrams, their row, bigrams, their row), each 1-D.
+
+    One hashing pass over all tokens; bigrams are formed over the concatenation and the pairs that
+    straddle two texts are dropped."""
+    lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
+    h = word_hashes([t for tokens in token_lists for t in tokens])
+    rows = np.repeat(np.arange(len(token_lists)), lengths)
+    inside = rows[:-1] == rows[1:]
+    return (mix32(h ^ _UNIGRAM_SALT), rows,
+            mix32((h[:-1][inside] * _BIGRAM_MUL) ^ h[1:][inside]), rows[:-1][inside])
+
+
+def _trigrams(b: np.ndarray) -> np.ndarray:
+    return mix32((b[:-2] << np.uint64(16)) | (b[1:-1] << np.uint64(8)) | b[2:] | _TRIGRAM_TAG)
 
 
 def byte_trigram_hashes(text: str) -> np.ndarray:
     """Hashes [len-2] of the UTF-8 byte 3-grams of ``text`` (uint64 holding 32-bit values), vectorised."""
     b = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.uint64)
+    return _trigrams(b) if len(b) >= 3 else np.zeros(0, np.uint64)
+
+
+def batch_byte_trigram_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``byte_trigram_hashes`` of many texts at once: (hashes, their row), over one concatenated buffer."""
+    encoded = [t.encode("utf-8") for t in texts]
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    b = np.frombuffer(b"".join(encoded), np.uint8).astype(np.uint64)
     if len(b) < 3:
-        return np.zeros(0, np.uint64)
-    return mix32((b[:-2] << np.uint64(16)) | (b[1:-1] << np.uint64(8)) | b[2:] | np.uint64(0x3000000))
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    rows = np.repeat(np.arange(len(texts)), lengths)
+    inside = rows[:-2] == rows[2:]
+    return _trigrams(b)[inside], rows[:-2][inside]
 
 
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.M)

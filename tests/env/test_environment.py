@@ -217,3 +217,37 @@ def test_a_short_batch_from_the_backend_is_an_error():
     env.reset()
     with pytest.raises(RuntimeError, match="instructor backend returned 2 completions for 3 prompts"):
         env.step(np.zeros(3, int))
+
+
+def test_groups_stepped_in_chain_order_equal_one_step():
+    """``step_chains`` over two groups, interleaved as a pipelined driver does, equals ``step`` exactly."""
+    from teamsrl_jax.env.environment import run_step
+
+    whole, _ = make_env(num_chains=6, seed=2)
+    split, _ = make_env(num_chains=6, seed=2)
+    rng = np.random.default_rng(0)
+    for env in (whole, split):
+        env.reset()
+    for _ in range(3):
+        actions = rng.integers(0, 6, 6)
+        obs, rewards, _, info = whole.step(actions)
+        first, second = split.step_chains(0, 3, actions[:3]), split.step_chains(3, 6, actions[3:])
+        a_inst, b_inst = next(first), next(second)           # both instructor calls in flight
+        a_rev = first.send(a_inst.send(split.backend))
+        b_rev = second.send(b_inst.send(split.backend))
+        parts = []
+        for gen, request in ((first, a_rev), (second, b_rev)):
+            with pytest.raises(StopIteration) as end:
+                gen.send(request.send(split.backend))
+            parts.append(end.value.value)  # the generator's return value
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), obs)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), rewards)
+        assert parts[0][3]["instructions"] + parts[1][3]["instructions"] == info["instructions"]
+    assert split.texts == whole.texts and split.pop_records()[-1] == whole.pop_records()[-1]
+    np.testing.assert_array_equal(split.state_dict()["novelty"]["bits"], whole.state_dict()["novelty"]["bits"])
+    # a group may not score a step before every chain finished the previous one
+    run_step(split.step_chains(0, 3, np.zeros(3, int)), split.backend)
+    with pytest.raises(RuntimeError, match="before every chain finished"):
+        run_step(split.step_chains(0, 3, np.zeros(3, int)), split.backend)
+    with pytest.raises(RuntimeError, match="different steps"):
+        split.state_dict()

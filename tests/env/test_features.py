@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from teamsrl_jax.env.features import NUM_STATS, default_features, hashed_text, obs_dim, one_hot_previous, text_stats
-from teamsrl_jax.env.text import byte_trigram_hashes, mix32, stable_hash, word_ngram_hashes
+from teamsrl_jax.env.features import (NUM_STATS, TextFeatureCache, default_features, hashed_text, obs_dim,
+                                     one_hot_previous, text_stats)
+from teamsrl_jax.env.text import byte_trigram_hashes, mix32, stable_hash, word_ngram_hashes, words
 
 
 def fmix32(h):
@@ -59,3 +60,35 @@ def test_text_stats_and_default_layout():
     assert obs[:, 32:38].tolist() == [[0] * 6, [0, 0, 0, 1, 0, 0]]
     assert obs[:, 38] == pytest.approx([1 / 3, 1 / 3])
     assert obs_dim("paper", 6, 32) == 6
+
+
+def hashed_text_reference(texts, dim):
+    """The plain per-text loop (float64 accumulation), as an independent reference for the batched version."""
+    out = np.zeros((len(texts), dim))
+    for i, text in enumerate(texts):
+        tokens = words(text)
+        if not tokens:
+            continue
+        unigrams, bigrams = word_ngram_hashes(tokens)
+        for group in (unigrams, bigrams, byte_trigram_hashes(f" {' '.join(tokens)} ")):
+            vec = np.zeros(dim)
+            for h in group.tolist():
+                vec[h % dim] += 1.0 if h >> 31 else -1.0
+            if np.linalg.norm(vec):
+                out[i] += vec / np.linalg.norm(vec)
+        out[i] /= np.linalg.norm(out[i])
+    return out
+
+
+def test_batched_hashed_text_matches_reference_and_does_not_depend_on_the_batch():
+    texts = ["Explain how a refrigerator keeps food cold.", "", "Write a haiku about snow.", "!!!",
+             "Sum it.\n\n| a | b |\n|---|---|\n| 1 | 2 |", "Explain how a refrigerator keeps food cold."]
+    x = hashed_text(texts, 128)
+    np.testing.assert_allclose(x, hashed_text_reference(texts, 128), rtol=0, atol=1e-6)
+    # each row is a function of its text only: bitwise the same alone, in another batch, or from the cache
+    for i, text in enumerate(texts):
+        assert np.array_equal(hashed_text([text], 128)[0], x[i])
+    cache = TextFeatureCache(128, capacity=3)
+    rows = np.concatenate([cache(texts[:4]), cache(texts[2:])])
+    assert np.array_equal(rows[:4, :128], x[:4]) and np.array_equal(rows[4:, :128], x[2:])
+    assert np.array_equal(rows[:4, 128:], text_stats(texts[:4])) and len(cache._rows) == 3

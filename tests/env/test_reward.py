@@ -164,3 +164,19 @@ def test_gates_keep_real_evolved_instructions(shared_data, name, key):
     flagged = [(t[:60], elimination_reason("Write a poem.", t, templates[i % 6], RewardConfig()))
                for i, t in enumerate(rows)]
     assert [f for f in flagged if f[1]] == []
+
+
+def test_novelty_memory_batched_encode_and_add_equal_one_at_a_time():
+    rng = np.random.default_rng(1)
+    texts = [" ".join(rng.choice(list("abcdefghij"), rng.integers(1, 8))) for _ in range(40)] + ["", "!!"]
+    batched, single = NoveltyMemory(capacity=5, dim=128), NoveltyMemory(capacity=5, dim=128)
+    codes = batched.encode(texts)
+    assert np.array_equal(codes, np.concatenate([single.encode([t]) for t in texts]))
+    start = 0
+    for k in (1, 3, 0, 7, 2, 12, 17):  # batches smaller and larger than the ring
+        batched.add_encoded(codes[start:start + k])
+        for text in texts[start:start + k]:
+            single.add([text])
+        start += k
+        assert all(np.array_equal(a, b) for a, b in zip(batched.state_dict().values(), single.state_dict().values()))
+        assert np.array_equal(batched.max_similarity(texts), single.max_similarity(texts))
