@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +148,11 @@ class CachedBackend(Backend):
     """``inner`` behind ``cache``: hits are served from disk, only misses are queried (one request per
     distinct key, so identical greedy prompts in a batch cost one query), and each result is stored the
     moment ``inner`` reports it. Shares ``inner.accounting``, where it counts the hits. ``close()``
-    closes both ``inner`` and ``cache``."""
+    closes both ``inner`` and ``cache``.
+
+    Thread-safe, and calls from several threads never query one key twice: a key another call is
+    already querying is waited for and shared (counted as a cache hit), as if the calls had run one
+    after the other. So a rerun or resume, which reads every key from the cache, sees what the run saw."""
 
     def __init__(self, inner: Backend, cache: CompletionCache):
         self.inner = inner
@@ -155,6 +160,8 @@ class CachedBackend(Backend):
         self.name = inner.name
         self.model = inner.model
         self.accounting = inner.accounting
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, Future] = {}  # key -> the completion another call is fetching
 
     def __repr__(self) -> str:
         return f"CachedBackend({self.inner!r}, {self.cache!r})"
@@ -169,32 +176,65 @@ class CachedBackend(Backend):
         check_role(role)
         indices = resolve_sample_indices(prompts, sample_indices)
         keys = [cache_key(self.name, self.model, params, p, k) for p, k in zip(prompts, indices)]
-        found = self.cache.get_many(keys)
-        results: list[Completion | None] = [found.get(k) for k in keys]
+        results: list[Completion | None] = [None] * len(prompts)
         pending: dict[str, list[int]] = {}  # missing key -> batch positions waiting for it
+
+        def deliver(key: str, completion: Completion, fresh: bool) -> None:
+            for n, i in enumerate(pending.pop(key)):  # repeats of a greedy prompt were not queried
+                results[i] = completion if fresh and n == 0 else dataclasses.replace(completion, cached=True)
+                if on_result is not None:
+                    on_result(i, results[i])
+
+        with self._lock:  # look up and claim atomically: a key is stored before its claim is released
+            found = self.cache.get_many(keys)
+            for i, key in enumerate(keys):
+                if key not in found:
+                    pending.setdefault(key, []).append(i)
+            mine: dict[str, Future] = {}
+            theirs: dict[str, Future] = {}  # keys another call is querying
+            for key in pending:
+                if key in self._in_flight:
+                    theirs[key] = self._in_flight[key]
+                else:
+                    mine[key] = self._in_flight[key] = Future()
         for i, key in enumerate(keys):
-            if results[i] is None:
-                pending.setdefault(key, []).append(i)
-            elif on_result is not None:
-                on_result(i, results[i])
-        self.accounting.record(role, cache_hits=len(prompts) - len(pending))
-        if pending:
-            miss_keys = list(pending)
+            if key in found:
+                results[i] = found[key]
+                if on_result is not None:
+                    on_result(i, results[i])
+        self.accounting.record(role, cache_hits=len(prompts) - len(mine))
+        try:
+            if mine:
+                miss_keys = list(mine)
 
-            def store(j: int, completion: Completion) -> None:
-                self.cache.put(miss_keys[j], completion)
-                for n, i in enumerate(pending[miss_keys[j]]):  # repeats of a greedy prompt were not queried
-                    results[i] = completion if n == 0 else dataclasses.replace(completion, cached=True)
-                    if on_result is not None:
-                        on_result(i, results[i])
+                def store(j: int, completion: Completion) -> None:
+                    self.cache.put(miss_keys[j], completion)
+                    self._release(miss_keys[j], completion)
+                    deliver(miss_keys[j], completion, fresh=True)
 
-            first = [pending[k][0] for k in miss_keys]
-            fresh = self.inner.generate_incremental([prompts[i] for i in first], params, role,
-                                                    [indices[i] for i in first], on_result=store)
-            for j, i in enumerate(first):  # in case an inner backend reported less than it returned
-                if results[i] is None:
-                    store(j, fresh[j])
+                first = [pending[k][0] for k in miss_keys]
+                fresh = self.inner.generate_incremental([prompts[i] for i in first], params, role,
+                                                        [indices[i] for i in first], on_result=store)
+                for j, key in enumerate(miss_keys):  # in case an inner backend reported less than it returned
+                    if key in pending:
+                        store(j, fresh[j])
+        except BaseException as e:
+            for key in mine:
+                self._release(key, error=e)
+            raise
+        for key, future in theirs.items():
+            deliver(key, future.result(), fresh=False)
         return results  # type: ignore[return-value]
+
+    def _release(self, key: str, completion: Completion | None = None, error: BaseException | None = None) -> None:
+        """Hand a claimed key's outcome to the calls waiting for it (a completion only once it is stored)."""
+        with self._lock:
+            future = self._in_flight.pop(key, None)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(completion)
+            else:
+                future.set_exception(error)
 
     def close(self) -> None:
         self.inner.close()

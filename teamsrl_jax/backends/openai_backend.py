@@ -6,10 +6,11 @@ force and every failed attempt is counted: exponential backoff with full jitter,
 ``Retry-After`` / ``retry-after-ms`` on 429, retries on 408/409/429/5xx, timeouts, dropped connections and
 malformed replies; other 4xx fail at once.
 
-Event loop: ``generate`` is synchronous. The backend owns a private asyncio loop and runs each batch on
-it with ``run_until_complete``, so it works from plain synchronous code without touching any global loop.
-Called from inside a running loop (a notebook), it runs its loop on a helper thread and blocks until done.
-One batch runs at a time per backend (a lock serialises callers on different threads).
+Event loop: ``generate`` is synchronous. The backend owns a private asyncio loop running on its own daemon
+thread; each batch is submitted to it (``asyncio.run_coroutine_threadsafe``) and the caller blocks until the
+batch is done, so it works from plain synchronous code, from inside a running loop (a notebook), and from
+several threads at once: batches from different threads run concurrently and share one limit of
+``concurrency`` requests in flight (one semaphore on the loop), as the server's slots are shared.
 
 Secrets: the API key is read from the environment variable named by ``api_key_env`` and handed only to
 the SDK client (which keeps it to sign requests); no attribute of ours holds it, and it is scrubbed from
@@ -19,6 +20,7 @@ every message we log or raise. Raised errors carry no chained SDK exception (tho
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import ipaddress
 import json
@@ -29,7 +31,6 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,10 +138,14 @@ class OpenAIBackend(Backend):
 
         self._scrub = scrub
         self._client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
-        self._loop = asyncio.new_event_loop()
-        self._lock = threading.Lock()
         self._rng = random.Random()
+        self._semaphore: asyncio.Semaphore | None = None  # made on the loop thread, shared by all batches
+        self._lock = threading.Lock()  # guards _closed and _batches
+        self._batches: set[concurrent.futures.Future] = set()
         self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-backend-loop", daemon=True)
+        self._thread.start()
 
     def __repr__(self) -> str:
         return (f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
@@ -159,45 +164,52 @@ class OpenAIBackend(Backend):
         resolve_sample_indices(prompts, sample_indices)  # validates the length; requests do not depend on it
         if not prompts:
             return []
+        started, done = threading.Event(), threading.Event()
+
+        async def batch() -> list[Completion]:
+            started.set()
+            try:
+                return await self._generate_async(list(prompts), params, role, on_result)
+            finally:
+                done.set()
+
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed")
-            return self._run(lambda: self._generate_async(list(prompts), params, role, on_result))
+            future = asyncio.run_coroutine_threadsafe(batch(), self._loop)
+            self._batches.add(future)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():  # interrupted (Ctrl-C): cancel the batch so no request outlives this call
+                future.cancel()  # a batch not started by now never starts
+                if started.is_set():
+                    done.wait(self.timeout_s)
+            raise
+        finally:
+            with self._lock:
+                self._batches.discard(future)
 
     def close(self) -> None:
+        """Wait for batches in flight, close the HTTP client and stop the loop thread. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._run(self._client.close)
-            self._loop.close()
-
-    def _run(self, make_coro):
-        """Run a coroutine to completion on the private loop (on a helper thread if this one has a loop)."""
-        try:
-            asyncio.get_running_loop()
-            inside_a_loop = True
-        except RuntimeError:
-            inside_a_loop = False
-        if not inside_a_loop:  # (not inside the except: errors raised here must not chain onto it)
-            return self._run_here(make_coro)
-        with ThreadPoolExecutor(1, thread_name_prefix="openai-backend") as pool:
-            return pool.submit(self._run_here, make_coro).result()
-
-    def _run_here(self, make_coro):
-        main = self._loop.create_task(make_coro())
-        try:
-            return self._loop.run_until_complete(main)
-        finally:
-            if not main.done():  # interrupted (Ctrl-C): cancel the batch so no request outlives this call
-                main.cancel()
-                self._loop.run_until_complete(asyncio.gather(main, return_exceptions=True))
+            pending = list(self._batches)
+        concurrent.futures.wait(pending)
+        asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     # ---- the batch and one request --------------------------------------------------------------------
 
     async def _generate_async(self, prompts: list[str], params: SamplingParams, role: str,
                               on_result: OnResult | None) -> list[Completion]:
-        semaphore = asyncio.Semaphore(self.concurrency)
+        if self._semaphore is None:  # on the loop thread: no race
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        semaphore = self._semaphore
         results: list[Completion | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc=f"{role} queries", leave=False, dynamic_ncols=True,
                    disable=True if len(prompts) < self.progress_min_batch else None)

@@ -33,16 +33,23 @@ the best operation depend on the state of the chain:
   long the old instruction had grown (breadth is good for long chains, poor for fresh seeds);
 - a refusal scores 1; a small seeded noise is added and the score rounded.
 ``paper`` review prompts get "Not Equal" when that score is at least 4, else "Equal".
+
+Latency (timing experiments): with ``latency_s`` > 0 each request holds one of ``concurrency`` slots for
+``latency_s`` seconds; the slots are one pool shared by every caller (``SlotPool``), as on a real server, so
+two batches in flight at once from two threads do not get twice the capacity.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -51,7 +58,7 @@ from teamsrl_jax.backends.base import (Backend, BackendRequestError, Completion,
                                        resolve_sample_indices)
 from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG, Operation, OperationSet
 from teamsrl_jax.env.reward import REVIEW_TEMPLATES
-from teamsrl_jax.env.text import STOP_WORDS, has_structured_input, template_matcher, words
+from teamsrl_jax.env.text import STOP_WORDS, has_structured_input, template_matcher, word_tuple
 
 # ---------------------------------------------------------------------------------------------------
 # Phrase banks (ours). Each bank's sentences carry the cue the reviewer counts for that dimension.
@@ -193,16 +200,21 @@ def _blocks(text: str) -> int:
     return fenced + tables + objects
 
 
+@lru_cache(maxsize=8192)
 def profile(text: str) -> Profile:
-    """Cue counts of an instruction; structured input lines are not prose."""
+    """Cue counts of an instruction; structured input lines are not prose. Cached: each rewrite is judged
+    as the new text once and as the old text at the next step."""
     prose = "\n".join(line for line in _FENCED.sub("", text).splitlines() if not _STRUCTURED_LINE.match(line))
     specific = 0
     for m in _PROPER.finditer(prose):
-        before = prose[:m.start()].rstrip()
-        specific += bool(before) and before[-1] not in ".!?:\"'(" and m.group() != "I"
+        i = m.start() - 1  # the last non-space character before the match
+        while i >= 0 and prose[i].isspace():
+            i -= 1
+        specific += i >= 0 and prose[i] not in ".!?:\"'(" and m.group() != "I"
+    tokens = word_tuple(prose)
     return Profile(len(_CONSTRAINT_CUES.findall(prose)), len(_DEPTH_CUES.findall(prose)), specific,
-                   len(_REASONING_CUES.findall(prose)), _blocks(text), len(words(prose)),
-                   frozenset(w for w in words(prose) if w not in STOP_WORDS))
+                   len(_REASONING_CUES.findall(prose)), _blocks(text), len(tokens),
+                   frozenset(w for w in tokens if w not in STOP_WORDS))
 
 
 def _gain(table: Sequence[float], old: int, new: int) -> float:
@@ -216,14 +228,14 @@ def heuristic_score(old: str, new: str) -> float:
     a, b = profile(old), profile(new)
     kept = len(a.content & b.content) / max(1, len(a.content))
     if kept < 0.5:  # a new instruction rather than a rewrite: breadth pays off once the chain is long
-        return float(np.clip(1.5 + 7.0 * (a.prose_words - 20) / 50, 1.5, 8.5))
+        return min(8.5, max(1.5, 1.5 + 7.0 * (a.prose_words - 20) / 50))
     gain = (_gain(G_CONSTRAINT, a.constraints, b.constraints) + _gain(G_DEPTH, a.depth, b.depth)
             + _gain(G_SPECIFIC, a.specific, b.specific)
             + _gain(G_REASONING, a.reasoning, b.reasoning) * (2.0 if a.constraints else 0.6))
     if b.blocks > a.blocks:
         gain += FIRST_STRUCTURE_GAIN if a.blocks == 0 else -EXTRA_STRUCTURE_COST
     gain -= LONG_PROSE_COST * max(0, b.prose_words - LONG_PROSE_WORDS)
-    return float(np.clip(1.0 + gain, 1.0, 10.0))
+    return min(10.0, max(1.0, 1.0 + gain))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -267,7 +279,7 @@ def _structured_block(rng: np.random.Generator) -> str:
 
 
 def _breadth(text: str, rng: np.random.Generator) -> str:
-    vocab = set(words(text))
+    vocab = set(word_tuple(text))
     name = max(DOMAINS, key=lambda d: (len(DOMAINS[d][0] & vocab), d == "general"))
     _, templates, topics = DOMAINS[name]
     return templates[rng.integers(len(templates))].format(x=topics[rng.integers(len(topics))])
@@ -295,6 +307,27 @@ _DEPTH_OPS = ("add_constraints", "deepening", "concretizing", "increase_reasonin
 # The backend
 # ---------------------------------------------------------------------------------------------------
 
+class SlotPool:
+    """A server's ``slots`` request slots shared by every caller: each request holds the first slot to come
+    free for ``latency_s``, first come first served, and a batch is done when its last request is. Two
+    batches of 64 on 64 slots therefore take two latencies, whether they arrive together or one by one."""
+
+    def __init__(self, slots: int, latency_s: float):
+        self.latency_s = latency_s
+        self._free_at = [0.0] * slots  # a heap of the times (time.monotonic) each slot comes free
+        self._lock = threading.Lock()
+
+    def reserve(self, requests: int) -> float:
+        """Book ``requests`` requests arriving now; returns the monotonic time the last one completes."""
+        now = done = time.monotonic()
+        with self._lock:
+            for _ in range(requests):
+                end = max(now, self._free_at[0]) + self.latency_s
+                heapq.heapreplace(self._free_at, end)
+                done = max(done, end)
+        return done
+
+
 class SimulatedBackend(Backend):
     """Deterministic offline instructor/reviewer/responder with per-role accounting."""
 
@@ -305,7 +338,9 @@ class SimulatedBackend(Backend):
                  refusal_rate: float = 0.03, echo_rate: float = 0.03, latency_s: float = 0.0, concurrency: int = 8):
         """``operations``: the templates to recognise (default: the built-in six). ``refusal_rate`` /
         ``echo_rate``: probability that an instructor reply is a refusal / copies template words.
-        ``latency_s``: simulated seconds per request; a batch of N sleeps ceil(N/concurrency)·latency_s."""
+        ``latency_s``: simulated seconds per request, served by ``concurrency`` slots shared by all callers
+        (``SlotPool``): alone, a batch of N takes ceil(N/concurrency)·latency_s. The replies are computed
+        while the batch waits, so their CPU time is hidden in the latency where it fits. Thread-safe."""
         if not (0 <= refusal_rate and 0 <= echo_rate and refusal_rate + echo_rate <= 1):
             raise ValueError(f"refusal_rate and echo_rate must be >= 0 with sum <= 1, got {refusal_rate}, {echo_rate}")
         if latency_s < 0 or concurrency < 1:
@@ -313,6 +348,7 @@ class SimulatedBackend(Backend):
         self.seed, self.model = seed, model
         self.refusal_rate, self.echo_rate = refusal_rate, echo_rate
         self.latency_s, self.concurrency = latency_s, concurrency
+        self.slots = SlotPool(concurrency, latency_s)
         self.accounting = QueryAccounting()
         ops = (operations or OperationSet()).operations
         self._operations: list[tuple[Operation, re.Pattern[str]]] = [
@@ -328,14 +364,15 @@ class SimulatedBackend(Backend):
         """One reply per prompt (``params`` is ignored: the simulation is the same at any temperature)."""
         check_role(role)
         indices = resolve_sample_indices(prompts, sample_indices)
-        if self.latency_s and prompts:
-            time.sleep(math.ceil(len(prompts) / self.concurrency) * self.latency_s)
+        done = self.slots.reserve(len(prompts)) if self.latency_s else 0.0
         reply = {"instructor": self._instruct, "reviewer": self._review, "responder": self._respond}[role]
         try:
             texts = [reply(p, self._rng(p, i)) for p, i in zip(prompts, indices)]
         except BackendRequestError:
             self.accounting.record(role, errors=1)
             raise
+        finally:
+            time.sleep(max(0.0, done - time.monotonic()))
         out = [Completion(t, prompt_tokens=_approx_tokens(p), completion_tokens=_approx_tokens(t), finish_reason="stop")
                for p, t in zip(prompts, texts)]
         self.accounting.record(role, queries=len(out), prompt_tokens=sum(c.prompt_tokens for c in out),
@@ -379,7 +416,7 @@ class SimulatedBackend(Backend):
                 break
         else:
             raise BackendRequestError("simulated reviewer: the prompt matches no review template")
-        score = int(np.clip(round(heuristic_score(m.group("old"), m.group("new")) + rng.uniform(-0.5, 0.5)), 1, 10))
+        score = min(10, max(1, round(heuristic_score(m.group("old"), m.group("new")) + rng.uniform(-0.5, 0.5))))
         if kind == "paper":
             verdicts = (("Not Equal", "Not Equal.", "**Not equal**", "They are not equal.", "Answer: Not Equal")
                         if score >= NOT_EQUAL_FROM else ("Equal", "Equal.", "equal", "They are equal."))

@@ -145,3 +145,63 @@ def test_results_stored_before_an_inner_failure_survive(tmp_path):
     assert [c.text for c in backend.generate(prompts, GREEDY, "responder")] == [f"p{i}#0" for i in range(5)]
     assert inner.calls == [(["p2", "p3", "p4"], [0, 0, 0])]
     backend.close()
+
+
+def test_concurrent_calls_query_each_key_once_and_share_it(tmp_path):
+    """Two threads asking for overlapping keys: every key is queried once; both see the stored completion."""
+    import threading
+    import time
+
+    class Slow(CountingBackend):
+        def generate_incremental(self, prompts, params, role, sample_indices=None, *, on_result=None):
+            time.sleep(0.05)
+            return super().generate_incremental(prompts, params, role, sample_indices, on_result=on_result)
+
+    inner = Slow()
+    backend = CachedBackend(inner, CompletionCache(tmp_path / "c.sqlite"))
+    barrier, out = threading.Barrier(4), {}
+
+    def call(name, prompts):
+        barrier.wait()
+        out[name] = [c.text for c in backend.generate(prompts, HOT, "responder")]
+
+    batches = {"a": ["p1", "p2", "p3"], "b": ["p2", "p3", "p4"], "c": ["p3", "p1"], "d": ["p5"]}
+    threads = [threading.Thread(target=call, args=item) for item in batches.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queried = [p for prompts, _ in inner.calls for p in prompts]
+    assert sorted(queried) == ["p1", "p2", "p3", "p4", "p5"]
+    assert out == {name: [f"{p}#0" for p in prompts] for name, prompts in batches.items()}
+    assert inner.accounting.get("responder")["cache_hits"] == 9 - 5 and backend._in_flight == {}
+    backend.close()
+
+
+def test_a_failed_query_fails_the_calls_waiting_for_it(tmp_path):
+    import threading
+
+    started = threading.Event()
+
+    class Failing(CountingBackend):
+        def generate_incremental(self, prompts, params, role, sample_indices=None, *, on_result=None):
+            started.set()
+            threading.Event().wait(0.1)
+            raise RuntimeError("inner backend died")
+
+    backend = CachedBackend(Failing(), CompletionCache(tmp_path / "c.sqlite"))
+    errors = []
+
+    def call():
+        try:
+            backend.generate(["x"], GREEDY, "responder")
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    first = threading.Thread(target=call)
+    first.start()
+    started.wait()
+    call()  # waits for the first call's query of "x", which fails
+    first.join()
+    assert errors == ["inner backend died"] * 2 and backend._in_flight == {}
+    backend.close()

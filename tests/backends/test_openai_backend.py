@@ -198,3 +198,31 @@ def test_kill_mid_batch_loses_at_most_the_requests_in_flight(fake_server, tmp_pa
         out = backend.generate(prompts, KILL_PARAMS, "responder")
     assert [c.text for c in out] == [rerun.reply_text(p) for p in prompts]
     assert set(rerun.by_prompt) == set(prompts) - saved and rerun.total_requests == n - len(saved)
+
+
+def test_threads_share_one_concurrency_limit(fake_server):
+    """Batches from two threads run at the same time on the backend's loop, within one shared limit."""
+    import threading
+
+    server = fake_server(delay_s=0.3)
+    with make(server, concurrency=8) as backend:
+        def run(tag, n, out):
+            out[tag] = [c.text for c in backend.generate([f"{tag} {i}" for i in range(n)], GREEDY, "instructor")]
+
+        out: dict[str, list[str]] = {}
+        start = time.monotonic()
+        threads = [threading.Thread(target=run, args=(tag, 4, out)) for tag in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        together = time.monotonic() - start  # 4 + 4 requests fit in 8 slots: one round, not two
+        threads = [threading.Thread(target=run, args=(tag, 8, out)) for tag in "cd"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert together < 0.55 and server.max_in_flight == 8  # 16 requests at once never exceeded the 8 slots
+    assert out["a"] == [server.reply_text(f"a {i}") for i in range(4)]
+    assert out["d"] == [server.reply_text(f"d {i}") for i in range(8)]
+    assert backend.accounting.get("instructor")["queries"] == 24

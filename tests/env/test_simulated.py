@@ -148,3 +148,27 @@ def test_state_aware_beats_random_beats_any_fixed_operation(kind):
     best_fixed = max(mean_episode_reward(op, 1, kind) for op in range(6))
     # measured (64 chains, these episode counts): default 2.20 > 1.48 > 0.66, paper 4.57 > 2.43 > 0.98
     assert rule > 1.3 * random and random > 1.8 * best_fixed
+
+
+def test_latency_slots_are_shared_by_concurrent_callers():
+    """Two batches of 64 in flight together on 64 slots take two latencies, not one; alone, one does."""
+    import threading
+
+    backend = SimulatedBackend(latency_s=0.2, concurrency=64)
+    prompts = [OPS.render(0, f"Task {i}.") for i in range(64)]
+
+    def finish_times(*batches):
+        start, ends = time.perf_counter(), []
+        threads = [threading.Thread(target=lambda b=b: (backend.generate(b, P, "instructor"),
+                                                        ends.append(time.perf_counter() - start))) for b in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(ends)
+
+    alone, = finish_times(prompts)
+    first, second = finish_times(prompts, prompts)
+    assert 0.2 <= alone < 0.35 and 0.2 <= first < 0.35 and 0.4 <= second < 0.6  # first come, first served
+    assert finish_times(prompts[:32], prompts[32:])[1] < 0.35  # 32 + 32 requests fit the 64 slots at once
+    assert backend.accounting.get("instructor")["queries"] == 64 * 4
