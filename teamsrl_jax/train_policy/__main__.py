@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="default", help=doc["preset"])
     for name, typ in (("iterations", int), ("episodes_per_update", int), ("num_chains", int), ("horizon", int),
                       ("held_out_fraction", float), ("seed", int), ("checkpoint_every", int),
-                      ("keep_checkpoints", int), ("eval_episodes", int), ("eval_chains", int)):
+                      ("keep_checkpoints", int), ("eval_episodes", int), ("eval_chains", int),
+                      ("rollout_groups", int)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=doc[name])
     p.add_argument("--chains", dest="num_chains", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seeds", default=None, help=doc["seeds"])

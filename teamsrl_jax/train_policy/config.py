@@ -28,6 +28,10 @@ class TrainConfig:
     """Parallel instruction chains; None keeps the preset's (paper: 1, default: 64)."""
     horizon: int | None = None
     """Steps per episode; None keeps the preset's (6)."""
+    rollout_groups: int = 2
+    """Groups of chains stepped out of phase, so that one group's LLM calls are in flight while another's CPU
+    work (policy, features, gates, rewards) runs; 1 steps all chains together. Groups act as separate policy
+    batches, so this is part of a run's identity (resume checks it). Capped at the number of chains."""
     seeds: str | None = None
     """Seed instructions (Alpaca JSON/JSONL or Self-Instruct JSONL); None uses the bundled default set."""
     held_out_fraction: float = 0.2
@@ -52,7 +56,8 @@ class TrainConfig:
             self.backend = BackendConfig(**self.backend)
         if self.preset not in TRAIN_PRESETS:
             raise ValueError(f"TrainConfig.preset must be one of {', '.join(TRAIN_PRESETS)}, got {self.preset!r}")
-        for name in ("iterations", "episodes_per_update", "checkpoint_every", "keep_checkpoints", "eval_chains"):
+        for name in ("iterations", "episodes_per_update", "checkpoint_every", "keep_checkpoints", "eval_chains",
+                     "rollout_groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
@@ -77,4 +82,5 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Fields whose change makes a checkpoint meaningless; --resume refuses a run directory that differs in them.
-RESUME_KEYS = ("preset", "episodes_per_update", "num_chains", "horizon", "seeds", "held_out_fraction", "seed")
+RESUME_KEYS = ("preset", "episodes_per_update", "num_chains", "horizon", "seeds", "held_out_fraction", "seed",
+               "rollout_groups")

@@ -1,7 +1,9 @@
 """The policy-training loop: collect episodes from the batched instruction environment, update with TRPO.
 
 Per iteration: ``episodes_per_update`` episodes of all N chains (each step = one batched instructor call and
-one batched reviewer call), then one ``Agent.learn`` (GAE, value fit, TRPO step). Outputs in the run folder:
+one batched reviewer call per group of chains; ``rollout_groups`` groups are stepped out of phase so that the
+CPU work overlaps the LLM calls, see :mod:`teamsrl_jax.train_policy.rollout`), then one ``Agent.learn`` (GAE,
+value fit, TRPO step). Outputs in the run folder:
 
 - ``config.json``: the run's configuration (``--resume`` refuses a folder whose config differs);
 - ``metrics.jsonl``: one row per iteration (return, KL, entropy, operation histogram, queries, cache hits);
@@ -24,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from teamsrl_jax.backends import Backend
 from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
 from teamsrl_jax.fileio import JsonlLog, atomic_write_json
 from teamsrl_jax.rl import RLConfig, preset as rl_preset
+from teamsrl_jax.train_policy import rollout
 from teamsrl_jax.train_policy.agent import Agent, Rollout
 from teamsrl_jax.train_policy.checkpoint import RunCheckpointer
 from teamsrl_jax.train_policy.config import RESUME_KEYS, TrainConfig
@@ -57,31 +59,10 @@ def enable_x64_if_needed(rl: RLConfig) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def collect(env: InstructionEnv, agent: Agent, episodes: int) -> tuple[Rollout, dict[str, Any]]:
-    """Run ``episodes`` full episodes of all chains with the agent's sampling policy."""
-    obs_n, actions, rewards, dones = [], [], [], []
-    kept = []
-    for _ in range(episodes):
-        obs = env.reset()
-        for _ in range(env.config.horizon):
-            a, o = agent.act(obs)
-            obs, r, d, info = env.step(a)
-            obs_n.append(o)
-            actions.append(a)
-            rewards.append(r)
-            dones.append(d)
-            kept.append(info["reward_components"]["kept"])
-    actions_TxN = np.stack(actions)
-    rollout = Rollout(obs=np.stack(obs_n), actions=actions_TxN, rewards=np.stack(rewards).astype(obs_n[0].dtype),
-                      dones=np.stack(dones), last_obs=np.zeros_like(obs_n[-1]))
-    counts = np.bincount(actions_TxN.ravel(), minlength=env.num_actions)
-    stats = {
-        "episode_return": float(rollout.rewards.sum() / max(rollout.dones.sum(), 1)),
-        "step_reward": float(rollout.rewards.mean()),
-        "kept_fraction": float(np.mean(kept)),
-        "operations": {name: int(c) for name, c in zip(env.operations.names, counts)},
-    }
-    return rollout, stats
+def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1) -> tuple[Rollout, dict[str, Any]]:
+    """Run ``episodes`` full episodes of all chains with the agent's sampling policy; with ``groups`` > 1 the
+    chains are stepped in that many groups out of phase (see :mod:`teamsrl_jax.train_policy.rollout`)."""
+    return rollout.collect(env, agent, episodes, groups)
 
 
 def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -155,8 +136,8 @@ class Trainer:
         """One iteration: collect, learn, log."""
         start = time.perf_counter()
         before = self.backend.accounting.total()
-        rollout, stats = collect(self.env, self.agent, self.cfg.episodes_per_update)
-        learn = self.agent.learn(rollout)
+        batch, stats = collect(self.env, self.agent, self.cfg.episodes_per_update, self.cfg.rollout_groups)
+        learn = self.agent.learn(batch)
         after = self.backend.accounting.total()
         self.elapsed += time.perf_counter() - start
         row = {
