@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 from teamsrl_jax.rl import cartpole_env as env_lib
 from teamsrl_jax.rl.cli import parse_config
 from teamsrl_jax.rl.config import RLConfig, preset
-from teamsrl_jax.rl.gae import gae
 from teamsrl_jax.rl.networks import ValueNet, make_policy
 from teamsrl_jax.rl.normalizer import RunningNorm, norm_apply, norm_init, norm_update
-from teamsrl_jax.rl.trpo import TRPOBatch, trpo_update
-from teamsrl_jax.rl.value_fit import fit_value, value_fit_init
+from teamsrl_jax.rl.update import Rollout, rl_update
+from teamsrl_jax.rl.value_fit import value_fit_init
 
 
 @dataclass(frozen=True)
@@ -117,35 +116,28 @@ def make_train(cfg: CartPoleConfig, on_update=None):
         return Runner(policy0, value0, value_fit_init(rl.value, value0), norm_init(env_lib.OBS_DIM, dtype), env,
                       obs, key)
 
-    def env_step(carry, _):
-        runner, = carry
+    def env_step(runner: Runner, _):
         key, k_act, k_env = jax.random.split(runner.key, 3)
         norm = norm_update(runner.norm, runner.obs) if rl.normalize_obs else runner.norm
         x = observe(norm, runner.obs)
         action = nnx.merge(gp, runner.policy).act(x, k_act)
         env, obs, reward, done, info = env_lib.step(runner.env, action, k_env)
-        return (runner._replace(norm=norm, env=env, obs=obs, key=key),), (x, action, reward, done, info)
+        return runner._replace(norm=norm, env=env, obs=obs, key=key), (x, action, reward, done, info)
 
     def update(runner: Runner, _):
-        (runner,), (x, actions, rewards, dones, info) = jax.lax.scan(env_step, (runner,), length=cfg.num_steps)
-        value_fn = nnx.merge(gv, runner.value)
-        values, last_value = value_fn(x), value_fn(observe(runner.norm, runner.obs))
+        runner, (x, actions, rewards, dones, info) = jax.lax.scan(env_step, runner, length=cfg.num_steps)
         # a time-limit end is not a failure: bootstrap it with the value of the state it stopped in
-        truncated_value = value_fn(observe(runner.norm, info["final_obs"]))
+        truncated_value = nnx.merge(gv, runner.value)(observe(runner.norm, info["final_obs"]))
         rewards = rewards + rl.gamma * jnp.where(info["truncated"], truncated_value, 0.0)
-        adv, returns = gae(rewards, values, dones, last_value, gamma=rl.gamma, lam=rl.lam)
-        if rl.value.target == "mc":
-            returns = gae(rewards, values, dones, last_value, gamma=rl.gamma, lam=1.0)[1]
-        flat = lambda a: a.reshape(-1, *a.shape[2:])
         key, k_fit = jax.random.split(runner.key)
-        # as the original: fit the value function first, then the policy step on the earlier advantages
-        value, value_opt, vm = fit_value(gv, rl.value, runner.value, runner.value_opt, flat(x), flat(returns), k_fit)
-        policy, pm = trpo_update(gp, rl.trpo, runner.policy, TRPOBatch(flat(x), flat(actions), flat(adv)))
+        rollout = Rollout(x, actions, rewards, dones, observe(runner.norm, runner.obs))
+        policy, value, value_opt, pm = rl_update(gp, gv, rl, runner.policy, runner.value, runner.value_opt, rollout,
+                                                 k_fit)
         started = runner.env.episodes > 0
         metrics = dict(
             mean_return=jnp.sum(jnp.where(started, runner.env.last_return, 0.0)) / jnp.maximum(jnp.sum(started), 1),
             all_finished=jnp.all(started), kl=pm["kl"], accepted=pm["accepted"], entropy=pm["entropy"],
-            value_loss=vm["loss_after"],
+            value_loss=pm["value_loss_after"],
         )
         if on_update is not None:
             jax.debug.callback(on_update, metrics, ordered=True)

@@ -137,6 +137,7 @@ class Objectives(NamedTuple):
 
 def make_objectives(graphdef: nnx.GraphDef, params: nnx.State, batch: TRPOBatch, normalize_adv: bool) -> Objectives:
     """The functions of the flat parameters that a TRPO step needs, on ``batch``."""
+    batch = TRPOBatch(*(jnp.asarray(x) for x in batch))
     flat0, unravel = ravel_pytree(params)
 
     def dist_at(flat):

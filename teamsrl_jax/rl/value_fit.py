@@ -88,6 +88,7 @@ def _fit_adam(graphdef, params, opt_state, obs, targets, key, cfg: ValueConfig):
 def fit_value(graphdef: nnx.GraphDef, cfg: ValueConfig, params: nnx.State, opt_state, obs: jax.Array,
               targets: jax.Array, key: jax.Array):
     """Fit ``nnx.merge(graphdef, params)`` to ``targets``; returns ``(params, opt_state, metrics)``. Pure."""
+    obs, targets = jnp.asarray(obs), jnp.asarray(targets)
     loss_fn = functools.partial(value_loss, graphdef, obs=obs, targets=targets, l2=cfg.l2)
     before = loss_fn(params)
     if cfg.fit == "lbfgs":
