@@ -16,7 +16,8 @@ The batch must have been collected with ``params`` (the "old" policy): TRPO maxi
    original's double backprop); the two are equal at the old parameters, the first at about half the cost;
 3. full step ``s * sqrt(2 max_kl / s^T (F + damping I) s)``;
 4. backtracking line search (``lax.while_loop``) over fractions ``backtrack**k``: accept when the KL is within
-   ``kl_slack * max_kl`` and the improvement test of ``cfg.accept`` passes (see :class:`TRPOConfig`).
+   ``kl_slack * max_kl`` and the improvement test of ``cfg.accept`` passes (see :class:`TRPOConfig`). The KL is
+   KL(old || new) everywhere (sb3-contrib uses KL(new || old); the two agree to second order).
 
 A non-finite gradient, step direction, ``s^T F s`` or surrogate leaves the parameters unchanged
 (``finite = False``); non-finite candidates in the line search are never accepted.
@@ -52,7 +53,8 @@ def conjugate_gradient(mvp: Callable[[jax.Array], jax.Array], b: jax.Array, iter
                        tol: float) -> tuple[jax.Array, jax.Array]:
     """Solve ``mvp(x) = b`` from x = 0 (ikostrikov's loop); returns ``(x, r.r)``.
 
-    Runs ``iters`` iterations; once ``r.r < tol`` the remaining ones are skipped by ``lax.cond``.
+    Runs ``iters`` iterations; once ``r.r < tol`` the remaining ones are skipped by ``lax.cond`` (so a ``b`` that
+    is already below ``tol`` gives x = 0, where the original would still take one step).
     """
 
     def iterate(carry):
