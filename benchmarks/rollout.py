@@ -4,7 +4,7 @@ The simulated backend is given a fixed latency per request (default 50 ms) and a
 requests share one pool of 64 slots, each held for 50 ms, so a batch of N requests alone takes
 ceil(N / 64) x 50 ms, as on a real server with 64 slots, and two groups' batches in flight together do not get
 twice the slots. For 32, 128 and 512 parallel chains the script runs whole training iterations (collect one
-episode of every chain, then the GAE + value fit + TRPO update) after one warm-up iteration (compilation), with
+episode of every chain, then the GAE + value fit + TRPO update) after two warm-up iterations (compilation), with
 the chains pipelined in ``--groups`` groups, plus one sequential row (all chains stepped together) at 128
 chains for comparison. It reports:
 
@@ -66,7 +66,7 @@ class TimedBackend(Backend):
 
 def measure(chains: int, groups: int, iterations: int, latency_s: float, concurrency: int) -> dict[str, float]:
     backend = TimedBackend(SimulatedBackend(latency_s=latency_s, concurrency=concurrency))
-    cfg = TrainConfig(iterations=iterations + 1, num_chains=chains, rollout_groups=groups, eval_episodes=0,
+    cfg = TrainConfig(iterations=iterations + 2, num_chains=chains, rollout_groups=groups, eval_episodes=0,
                       checkpoint_every=10**6)
     learn_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +82,8 @@ def measure(chains: int, groups: int, iterations: int, latency_s: float, concurr
                 learn_s += time.perf_counter() - start
 
         trainer.agent.learn = timed_learn
-        trainer.step()                                   # warm-up: compiles act and learn for these shapes
+        for _ in range(2):  # warm-up: compiles act and the policy step, then (during the second) the value fit
+            trainer.step()
         backend.seconds = learn_s = 0.0
         start = time.perf_counter()
         for _ in range(iterations):
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if 128 in chain_counts and args.groups > 1:
         rows.append(("sequential", measure(128, 1, iterations, args.latency, args.concurrency)))
     print(f"latency {args.latency * 1000:.0f} ms/request, concurrency {args.concurrency}, "
-          f"{iterations} timed iterations after 1 warm-up, load average {os.getloadavg()[0]:.2f} "
+          f"{iterations} timed iterations after 2 warm-up, load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     print(f"{'rollout':>11}{'chains':>8}{'groups':>8}{'steps/s':>10}{'overhead':>10}{'(learn)':>9}{'wall s':>9}"
           f"{'backend s':>11}")

@@ -4,13 +4,17 @@
     actions, obs_n = agent.act(obs_NxD)                      # samples; updates the normaliser (training)
     metrics = agent.learn(Rollout(obs_TxNxD, actions_TxN, rewards_TxN, dones_TxN, last_obs_NxD))
 
-The JAX parts are two jitted pure functions, ``_act`` and ``_learn``, over an :class:`AgentState`; the class
+The JAX parts are jitted pure functions (``_act``, ``_policy_step``, the value fit) over an :class:`AgentState`; the class
 only holds the state between calls, so checkpoints save and restore exactly one pytree (``agent.state``).
 The LLM calls stay outside, in the environment: nothing here blocks on I/O.
 
-One ``learn`` call is the original's update order: advantages by GAE with the current value net, then the
-value fit (L-BFGS or Adam) on the return targets, then one TRPO step of the policy on the normalised
-observations it acted on.
+One update follows the original: advantages by GAE with the current value net, the value fit (L-BFGS or
+Adam) on the return targets, and one TRPO step of the policy on the normalised observations it acted on.
+The policy step does not depend on the fitted values, and the fit is only needed by the *next* update's GAE,
+so ``learn`` does GAE + TRPO at once and leaves the fit pending; ``fit_value()`` dispatches it. The
+pipelined rollout calls it once the next iteration's first LLM request is in flight, so the fit runs during
+the request instead of before it. The computation and its inputs are the same whenever it runs: results do
+not depend on the timing, and ``learn``/``state_for_checkpoint`` run a fit still pending first.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ class Agent:
                                 norm=norm_init(obs_dim, dtype), key=jax.random.key_data(jax.random.key(config.seed)))
         self._act = jax.jit(functools.partial(_act, self.policy_def, config),
                             static_argnames=("update_norm", "deterministic"))
-        self._learn = jax.jit(functools.partial(_learn, self.policy_def, self.value_def, config))
+        self._policy_step = jax.jit(functools.partial(_policy_step, self.policy_def, self.value_def, config))
+        self._fit_value = jax.jit(functools.partial(fit_value, self.value_def, config.value))
+        self._pending: tuple | None = None   # (obs, targets, key) of a value fit not dispatched yet
 
     def act(self, obs: np.ndarray, *, update_norm: bool = True, deterministic: bool = False,
             bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +91,24 @@ class Agent:
         return np.asarray(actions), np.asarray(obs_n)
 
     def learn(self, rollout: Rollout) -> dict[str, float]:
-        """One update (GAE, value fit, TRPO step) on ``rollout``; returns scalar metrics."""
-        self.state, metrics = self._learn(self.state, *(jnp.asarray(x) for x in rollout))
+        """GAE with the current value net and one TRPO step on ``rollout``; the value fit on its return
+        targets is left pending (see ``fit_value``). Returns scalar metrics, among them ``value/error``,
+        the mean squared error of the value net on this rollout's targets before it is fitted to them."""
+        self.fit_value()
+        self.state, metrics, self._pending = self._policy_step(self.state, *(jnp.asarray(x) for x in rollout))
         return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+    def fit_value(self) -> None:
+        """Dispatch the pending value fit, if any (asynchronously: it does not wait for the result)."""
+        if self._pending is not None:
+            value, value_opt, _ = self._fit_value(self.state.value, self.state.value_opt, *self._pending)
+            self.state = self.state._replace(value=value, value_opt=value_opt)
+            self._pending = None
+
+    def state_for_checkpoint(self) -> AgentState:
+        """The state with no fit pending: what a checkpoint must hold."""
+        self.fit_value()
+        return self.state
 
     def probabilities(self, obs_n: np.ndarray) -> np.ndarray:
         """Action probabilities [N, A] at already-normalised observations (for the Gaussian-argmax policy,
@@ -95,7 +116,7 @@ class Agent:
         return np.asarray(_probabilities(self.policy_def, self.state.policy, jnp.asarray(obs_n), self.num_actions))
 
     def load_state(self, state: AgentState) -> None:
-        self.state = _as_state(state)
+        self.state, self._pending = _as_state(state), None
 
 
 def _act(policy_def, config: RLConfig, policy, norm, key, obs, bias, *, update_norm: bool, deterministic: bool):
@@ -120,7 +141,9 @@ def _probabilities(policy_def, policy, obs_n, num_actions: int):
     return jnp.mean(jax.nn.one_hot(samples, num_actions), axis=0)
 
 
-def _learn(policy_def, value_def, config: RLConfig, state: AgentState, obs, actions, rewards, dones, last_obs):
+def _policy_step(policy_def, value_def, config: RLConfig, state: AgentState, obs, actions, rewards, dones,
+                 last_obs):
+    """GAE and the TRPO step; returns the new state, metrics, and the inputs of the value fit."""
     t, n, d = obs.shape
     value_fn = nnx.merge(value_def, state.value)
     values = value_fn(obs)                                   # (T, N)
@@ -130,12 +153,10 @@ def _learn(policy_def, value_def, config: RLConfig, state: AgentState, obs, acti
         _, returns = gae(rewards, values, dones, last_value, gamma=config.gamma, lam=1.0)
     key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
     flat_obs = obs.reshape(t * n, d)
-    value, value_opt, vmetrics = fit_value(value_def, config.value, state.value, state.value_opt, flat_obs,
-                                           returns.reshape(-1), sub)
     batch = TRPOBatch(flat_obs, actions.reshape(-1), adv.reshape(-1))
     policy, pmetrics = trpo_update(policy_def, config.trpo, state.policy, batch)
-    metrics = {**{f"trpo/{k}": v for k, v in pmetrics.items()}, **{f"value/{k}": v for k, v in vmetrics.items()},
+    metrics = {**{f"trpo/{k}": v for k, v in pmetrics.items()},
+               "value/error": jnp.mean((values - returns) ** 2),
                "episode_return": jnp.sum(rewards) / jnp.maximum(jnp.sum(dones), 1)}
-    new_state = AgentState(policy=policy, value=value, value_opt=value_opt, norm=state.norm,
-                           key=jax.random.key_data(key))
-    return new_state, metrics
+    new_state = state._replace(policy=policy, key=jax.random.key_data(key))
+    return new_state, metrics, (flat_obs, returns.reshape(-1), sub)

@@ -61,8 +61,9 @@ def enable_x64_if_needed(rl: RLConfig) -> None:
 
 def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1) -> tuple[Rollout, dict[str, Any]]:
     """Run ``episodes`` full episodes of all chains with the agent's sampling policy; with ``groups`` > 1 the
-    chains are stepped in that many groups out of phase (see :mod:`teamsrl_jax.train_policy.rollout`)."""
-    return rollout.collect(env, agent, episodes, groups)
+    chains are stepped in that many groups out of phase (see :mod:`teamsrl_jax.train_policy.rollout`). The
+    agent's pending value fit is dispatched once the first LLM request is in flight."""
+    return rollout.collect(env, agent, episodes, groups, in_flight=agent.fit_value)
 
 
 def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -112,7 +113,7 @@ class Trainer:
         self.instructions.truncate("iteration", self.iteration)
 
     def save(self) -> None:
-        self.checkpoints.save(self.iteration, self.agent.state, self.env.state_dict(),
+        self.checkpoints.save(self.iteration, self.agent.state_for_checkpoint(), self.env.state_dict(),
                               {"iteration": self.iteration, "elapsed_s": self.elapsed})
 
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
@@ -145,7 +146,7 @@ class Trainer:
             "kl": learn["trpo/kl"], "entropy": learn["trpo/entropy"], "accepted": bool(learn["trpo/accepted"]),
             "step_fraction": learn["trpo/step_fraction"], "surrogate_gain":
                 learn["trpo/surrogate_after"] - learn["trpo/surrogate_before"],
-            "value_loss": learn["value/loss_after"],
+            "value_error": learn["value/error"],
             "queries": after["queries"] - before["queries"], "cache_hits": after["cache_hits"] - before["cache_hits"],
             "elapsed_s": round(self.elapsed, 3),
         }

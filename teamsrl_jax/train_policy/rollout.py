@@ -22,7 +22,7 @@ the slots as one pool shared by all callers, ``OpenAIBackend`` shares its concur
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -73,14 +73,18 @@ def _group_episode(env: InstructionEnv, agent: Agent, start: int, stop: int, obs
         buffer.put(t0 + t, start, stop, obs_n, actions, rewards, dones, info["reward_components"]["kept"])
 
 
-def _drive(episodes: list[Generator], backend: Backend, pool: ThreadPoolExecutor | None) -> None:
-    """Round-robin over the groups: wait for a group's call, run its next phase here, submit its next call."""
+def _drive(episodes: list[Generator], backend: Backend, pool: ThreadPoolExecutor | None,
+           in_flight: Callable[[], None]) -> None:
+    """Round-robin over the groups: wait for a group's call, run its next phase here, submit its next call.
+    ``in_flight`` runs once, as soon as the first call is on its way (with one group: before stepping)."""
     if pool is None:  # one group: no thread to hop to
+        in_flight()
         for episode in episodes:
             run_step(episode, backend)
         return
     calls: list[Future | None] = [None] * len(episodes)
     live = list(range(len(episodes)))
+    started = False
     while live:
         for g in list(live):
             try:
@@ -89,11 +93,17 @@ def _drive(episodes: list[Generator], backend: Backend, pool: ThreadPoolExecutor
                 live.remove(g)
                 continue
             calls[g] = pool.submit(request.send, backend)
+            if not started:
+                started = True
+                in_flight()
 
 
-def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1) -> tuple[Rollout, dict[str, Any]]:
+def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1,
+            in_flight: Callable[[], None] | None = None) -> tuple[Rollout, dict[str, Any]]:
     """Run ``episodes`` full episodes of all chains with the agent's sampling policy, the chains split into
-    ``groups`` groups stepped out of phase (1: all chains together, no threads). Returns the rollout
+    ``groups`` groups stepped out of phase (1: all chains together, no threads); ``in_flight`` runs once per
+    episode, as soon as its first LLM request is on its way (the trainer passes ``Agent.fit_value`` so the
+    previous update's value fit overlaps that request). Returns the rollout
     (T = episodes x H) and summary statistics."""
     horizon, n = env.config.horizon, env.config.num_chains
     bounds = group_bounds(n, groups)
@@ -103,7 +113,7 @@ def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1) -
         for e in range(episodes):
             obs = env.reset()
             _drive([_group_episode(env, agent, a, b, obs[a:b], buffer, e * horizon) for a, b in bounds],
-                   env.backend, pool)
+                   env.backend, pool, in_flight or (lambda: None))
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
