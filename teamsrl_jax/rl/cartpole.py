@@ -174,9 +174,9 @@ def evaluate(cfg: CartPoleConfig, runner: Runner) -> jax.Array:
 
 
 def train(cfg: CartPoleConfig) -> dict:
-    """Run training; returns a summary (steps, returns per update, first step at target, eval return, times)."""
-    if cfg.rl_config().policy.dtype == "float64" or cfg.rl_config().value.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+    """Run training; returns a summary (steps, returns per update, first step at target, eval return, times).
+
+    A float64 preset ('paper') needs jax_enable_x64 (``main`` turns it on)."""
     steps_per_update = cfg.num_envs * cfg.num_steps
     bar = tqdm(total=cfg.num_updates * steps_per_update, unit="step", disable=not cfg.progress)
 
@@ -205,6 +205,9 @@ def train(cfg: CartPoleConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(CartPoleConfig, argv)
+    rl = cfg.rl_config()
+    if "float64" in (rl.policy.dtype, rl.value.dtype):
+        jax.config.update("jax_enable_x64", True)
     out = train(cfg)
     solved = out["solved_at_step"]
     print(f"steps: {out['steps']}  final mean return: {out['final_mean_return']:.1f}  "
