@@ -8,6 +8,8 @@ placed afterwards (``sharding.shard_model`` or ``jax.jit(..., out_shardings=...)
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -36,8 +38,20 @@ class Proj(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x):
-        y = jnp.tensordot(x.astype(self.dtype), self.kernel[...].astype(self.dtype), axes=self.n_in)
+        # One plain [tokens, in] x [in, out] matmul: on the CPU the backward then needs no transposed
+        # copies of activations (a tensordot over the 3-d/4-d shapes makes XLA materialise several).
+        kernel = self.kernel[...].astype(self.dtype)
+        in_shape, out_shape = kernel.shape[:self.n_in], kernel.shape[self.n_in:]
+        lead = x.shape[:x.ndim - self.n_in]
+        x = x.astype(self.dtype).reshape(-1, math.prod(in_shape))
+        y = matmul_2d(x, kernel.reshape(math.prod(in_shape), math.prod(out_shape))).reshape(*lead, *out_shape)
         return y if self.bias is None else y + self.bias[...].astype(self.dtype)
+
+
+def matmul_2d(x, w_IxO, preferred_element_type=None):
+    """x [..., I] · w [I, O] -> [..., O] as one 2-d matmul over the flattened leading dims."""
+    y = jnp.matmul(x.reshape(-1, w_IxO.shape[0]), w_IxO, preferred_element_type=preferred_element_type)
+    return y.reshape(*x.shape[:-1], w_IxO.shape[1])
 
 
 class RMSNorm(nnx.Module):

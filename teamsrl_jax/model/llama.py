@@ -13,7 +13,7 @@ from flax import nnx
 
 from teamsrl_jax.model.attention import Attention, KVCache, attention_mask
 from teamsrl_jax.model.config import LlamaConfig
-from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm
+from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm, matmul_2d
 from teamsrl_jax.model.sharding import logical_sharding, shard_activation
 
 # jax.checkpoint policies per LlamaConfig.remat. "dots" keeps the weight matmuls' outputs (no batch
@@ -92,8 +92,8 @@ class Llama(nnx.Module):
         if self.lm_head is None:
             logits_BxLxV = self.embed_tokens.attend(x_BxLxD)
         else:
-            logits_BxLxV = jnp.einsum("BLD,DV->BLV", x_BxLxD, self.lm_head.kernel[...].astype(x_BxLxD.dtype),
-                                      preferred_element_type=jnp.float32)
+            logits_BxLxV = matmul_2d(x_BxLxD, self.lm_head.kernel[...].astype(x_BxLxD.dtype),
+                                     preferred_element_type=jnp.float32)
         logits_BxLxV = shard_activation(logits_BxLxV, ("batch", "length", "vocab"))
         if cache is None:
             return logits_BxLxV
