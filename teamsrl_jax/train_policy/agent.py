@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from teamsrl_jax.rl import RLConfig, TRPOBatch, ValueNet, gae, make_policy, norm_apply, norm_init, norm_update
+from teamsrl_jax.rl import RLConfig, TRPOBatch, ValueNet, make_policy, norm_apply, norm_init, norm_update
 from teamsrl_jax.rl.trpo import trpo_update
+from teamsrl_jax.rl.update import Rollout, advantages_and_targets
 from teamsrl_jax.rl.value_fit import fit_value, value_fit_init
 
 
@@ -40,16 +41,6 @@ class AgentState(NamedTuple):
     value_opt: Any       # Adam moments of the value fit (None with L-BFGS)
     norm: Any            # RunningNorm of the observations
     key: jax.Array       # PRNG key for action sampling and minibatch order
-
-
-class Rollout(NamedTuple):
-    """Transitions of N chains over T steps (several episodes may follow each other along T)."""
-
-    obs: np.ndarray      # (T, N, D) normalised observations, as the policy saw them
-    actions: np.ndarray  # (T, N) int
-    rewards: np.ndarray  # (T, N)
-    dones: np.ndarray    # (T, N) bool: the transition ended its episode
-    last_obs: np.ndarray  # (N, D) normalised observation after the last transition
 
 
 def _as_state(tree: Any) -> Any:
@@ -147,10 +138,7 @@ def _policy_step(policy_def, value_def, config: RLConfig, state: AgentState, obs
     t, n, d = obs.shape
     value_fn = nnx.merge(value_def, state.value)
     values = value_fn(obs)                                   # (T, N)
-    last_value = value_fn(last_obs)                          # (N,)
-    adv, returns = gae(rewards, values, dones, last_value, gamma=config.gamma, lam=config.lam)
-    if config.value.target == "mc":
-        _, returns = gae(rewards, values, dones, last_value, gamma=config.gamma, lam=1.0)
+    adv, returns = advantages_and_targets(config, rewards, values, dones, value_fn(last_obs))
     key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
     flat_obs = obs.reshape(t * n, d)
     batch = TRPOBatch(flat_obs, actions.reshape(-1), adv.reshape(-1))
