@@ -1,12 +1,12 @@
-"""Typed configuration of the RL core, and the two presets.
+"""Typed configuration of the RL core, and its presets.
 
 ``RLConfig`` groups ``PolicyConfig``, ``ValueConfig`` and ``TRPOConfig`` plus the return/advantage settings.
 Every field has a one-line docstring (read by :mod:`teamsrl_jax.rl.cli` for ``--help``). Bad values raise a
 one-line ``ValueError`` that names the field, at construction time.
 
 Presets are data: ``PRESETS["paper"]`` holds every constant of the original TeaMs-RL code (a copy of
-ikostrikov/pytorch-trpo), ``PRESETS["default"]`` is ours. ``preset(name)`` returns one; change fields with
-``dataclasses.replace``.
+ikostrikov/pytorch-trpo), ``PRESETS["default"]`` is ours, ``PRESETS["cartpole"]`` is tuned for the sanity
+environment. ``preset(name)`` returns one; change fields with ``dataclasses.replace`` (validation runs again).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def _check_choice(obj: object, name: str, choices: tuple[str, ...]) -> None:
 def _check_positive(obj: object, *names: str, allow_zero: bool = False) -> None:
     for name in names:
         value = getattr(obj, name)
-        ok = value >= 0 if allow_zero else value > 0
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or not ok:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        if not number or not (value >= 0 if allow_zero else value > 0):
             _fail(obj, name, "must be >= 0" if allow_zero else "must be > 0", value)
 
 
@@ -63,7 +63,7 @@ class PolicyConfig:
     log_std_init: float = 0.0
     """Initial state-independent log standard deviation (gaussian_argmax only)."""
     action_bias: tuple[float, ...] = ()
-    """Added before the argmax when acting (zero-padded to the number of actions); paper: +0.3 on index 0."""
+    """Added when acting (to the Gaussian sample before the argmax, or to the logits), zero-padded; paper: (0.3,)."""
     dtype: str = "float32"
     """Parameter and compute dtype; 'float64' needs jax_enable_x64."""
 

@@ -13,6 +13,7 @@ from teamsrl_jax.rl.config import PRESETS, PolicyConfig, RLConfig, TRPOConfig, V
     (lambda: TRPOConfig(backtrack=1.0), "TRPOConfig.backtrack"),
     (lambda: TRPOConfig(accept="sometimes"), "TRPOConfig.accept"),
     (lambda: TRPOConfig(max_kl=math.nan), "TRPOConfig.max_kl"),
+    (lambda: TRPOConfig(damping="0.1"), "TRPOConfig.damping"),
     (lambda: PolicyConfig(activation="swish"), "PolicyConfig.activation"),
     (lambda: PolicyConfig(kind="beta"), "PolicyConfig.kind"),
     (lambda: PolicyConfig(hidden=(64, 0)), "PolicyConfig.hidden"),
