@@ -174,7 +174,8 @@ def main() -> None:
                         help="20 timed updates after 2 warm-up, sb3 at 1 thread only, no paper-preset row (< 60 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--repeats", type=int, default=None, help="timed updates per case (default 30; quick 20)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads besides 1 (default: all cores)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="torch threads besides 1 (default: all cores)")
     args = parser.parse_args()
     repeats = args.repeats or (20 if args.quick else 30)
     warmup = 2 if args.quick else 3

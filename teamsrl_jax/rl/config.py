@@ -132,7 +132,7 @@ class TRPOConfig:
     backtrack: float = 0.5
     """Shrink factor of the line search (ikostrikov 0.5, sb3 and Spinning Up 0.8)."""
     accept: str = "ratio"
-    """'ratio' (ikostrikov: actual/expected improvement > accept_ratio and actual > 0) or 'improve' (sb3: actual > 0)."""
+    """'ratio' (ikostrikov: actual/expected improvement > accept_ratio, actual > 0) or 'improve' (sb3: actual > 0)."""
     accept_ratio: float = 0.1
     """Least ratio of actual to expected (linearised) improvement under the 'ratio' rule."""
     kl_slack: float = 1.5

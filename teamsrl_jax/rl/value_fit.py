@@ -99,5 +99,6 @@ def fit_value(graphdef: nnx.GraphDef, cfg: ValueConfig, params: nnx.State, opt_s
 
 
 def make_value_fit(graphdef: nnx.GraphDef, cfg: ValueConfig):
-    """``jax.jit`` of :func:`fit_value` with ``graphdef`` and ``cfg`` bound: ``fit(params, opt_state, obs, targets, key)``."""
+    """``jax.jit`` of :func:`fit_value` with ``graphdef`` and ``cfg`` bound:
+    ``fit(params, opt_state, obs, targets, key)``."""
     return jax.jit(functools.partial(fit_value, graphdef, cfg))
