@@ -2,7 +2,6 @@ import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from teamsrl_jax.rl import cartpole_env as env_lib
 from teamsrl_jax.rl.cartpole import CartPoleConfig, make_train
