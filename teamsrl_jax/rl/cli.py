@@ -9,24 +9,11 @@ Supported field types: int, float, str, bool, ``tuple[int, ...]``/``tuple[float,
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
-import textwrap
 import typing
 from types import NoneType, UnionType
 
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each field of a dataclass (its attribute docstring), by field name."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+from teamsrl_jax.cli import field_docs
 
 
 def _add_argument(parser: argparse.ArgumentParser, name: str, tp, default, doc: str) -> None:

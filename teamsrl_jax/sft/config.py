@@ -7,14 +7,14 @@ badly typed values fail with one line naming the key and the file.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import pathlib
 import types
 import typing
 
 import yaml
+
+from teamsrl_jax import cli
 
 
 class ConfigError(ValueError):
@@ -132,13 +132,7 @@ CHOICES = {
 
 def field_docs() -> dict[str, str]:
     """The docstring under each field of SFTConfig (for --help)."""
-    tree = ast.parse(inspect.getsource(SFTConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(nxt.value.value).split())  # type: ignore[union-attr]
-    return docs
+    return cli.field_docs(SFTConfig)
 
 
 def _coerce(name: str, value, where: str):
