@@ -73,13 +73,6 @@ def rouge_l(a: str, b: str) -> float:
     return 0.0 if lcs == 0 else 2.0 * lcs / (len(ta) + len(tb))
 
 
-def jaccard(a: set | frozenset, b: set | frozenset) -> float:
-    """|a ∩ b| / |a ∪ b| (1.0 for two empty sets)."""
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
-
-
 def fill_template(template: str, **values: str) -> str:
     """Replace every ``{name}`` for the given names in one pass; other braces are left alone.
 

@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
                       ("keep_checkpoints", int), ("eval_episodes", int), ("eval_chains", int),
                       ("rollout_groups", int)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=doc[name])
-    p.add_argument("--chains", dest="num_chains", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seeds", default=None, help=doc["seeds"])
     p.add_argument("--no-eval-fixed", dest="eval_fixed", action="store_false", help="skip the fixed-operation baselines")
     g = p.add_argument_group("backend")
@@ -111,7 +110,11 @@ def train_and_report(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return main_guard(lambda: train_and_report(config_from_args(args), args.out, resume=args.resume) and 0)
+
+    def run() -> None:
+        train_and_report(config_from_args(args), args.out, resume=args.resume)
+
+    return main_guard(run)
 
 
 if __name__ == "__main__":

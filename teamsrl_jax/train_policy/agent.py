@@ -101,11 +101,6 @@ class Agent:
         self.fit_value()
         return self.state
 
-    def probabilities(self, obs_n: np.ndarray) -> np.ndarray:
-        """Action probabilities [N, A] at already-normalised observations (for the Gaussian-argmax policy,
-        a Monte-Carlo estimate with 256 samples and the configured bias)."""
-        return np.asarray(_probabilities(self.policy_def, self.state.policy, jnp.asarray(obs_n), self.num_actions))
-
     def load_state(self, state: AgentState) -> None:
         self.state, self._pending = _as_state(state), None
 
@@ -119,17 +114,6 @@ def _act(policy_def, config: RLConfig, policy, norm, key, obs, bias, *, update_n
     key, sub = jax.random.split(jax.random.wrap_key_data(key))
     actions = nnx.merge(policy_def, policy).act(obs, sub, deterministic=deterministic, bias=bias)
     return actions, obs, norm, jax.random.key_data(key)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _probabilities(policy_def, policy, obs_n, num_actions: int):
-    pol = nnx.merge(policy_def, policy)
-    dist = pol(obs_n)
-    if hasattr(dist, "logits"):
-        return jax.nn.softmax(dist.logits, axis=-1)
-    keys = jax.random.split(jax.random.key(0), 256)
-    samples = jax.vmap(lambda k: pol.act(obs_n, k))(keys)                  # (256, N)
-    return jnp.mean(jax.nn.one_hot(samples, num_actions), axis=0)
 
 
 def _policy_step(policy_def, value_def, config: RLConfig, state: AgentState, obs, actions, rewards, dones,

@@ -23,7 +23,8 @@ def test_sampling_params_rejects_bad_values_naming_the_field(kwargs, field):
 
 
 def test_sampling_params_edges_are_accepted():
-    SamplingParams(temperature=0.0, top_p=1.0, max_tokens=1, top_k=1)
+    params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=1, top_k=1)  # raises if a bound is off by one
+    assert (params.temperature, params.top_p, params.max_tokens, params.top_k) == (0.0, 1.0, 1, 1)
 
 
 def test_cache_key_is_canonical_and_covers_every_field():

@@ -2,7 +2,6 @@
 accounting, failures, secrets, and the cache in front of it (rerun, kill -9 mid-batch)."""
 
 import asyncio
-import json
 import logging
 import os
 import signal
