@@ -10,14 +10,18 @@ adam_epochs=10, minibatch_size=128)``). Sizes: CartPole (obs 4, 2 actions, batch
 (obs 6, 6 actions, 6 transitions, CG 10, critic minibatch = the batch). A third row times our ``paper``
 preset step (Gaussian-argmax policy, float64, L-BFGS 25 value fit), which sb3 cannot express.
 
-Timing: median wall time of ``repeats`` updates after warm-up (compilation excluded), each from a fresh,
-consistent batch (sb3's stored old log-probs are recomputed before every call, outside the timed region);
-JAX results are waited for with ``block_until_ready``. XLA's CPU client uses all cores; PyTorch is timed
-with ``torch.set_num_threads(1)`` and with ``--threads`` (default: all cores, 2 here; ``--quick``: 1 only),
-and the faster is sb3's figure (on a busy machine torch's thread pool can be several times slower than one
-thread).
-With ``--json`` the last stdout line is one JSON object: ``jax_ms``, ``sb3_ms``, ``speedup`` (batch 2048),
-``paper_*`` for the paper size, and the sb3 times per thread count.
+Ours runs in two layouts, both timed: two CPU devices, one per core, with the policy step and the critic at once
+(:class:`teamsrl_jax.rl.concurrent.ConcurrentUpdate`; they only read the batch), and one device running both in
+one jitted function, in order. JAX runs each computation on the calling thread (no async dispatch).
+
+Timing: median wall time of ``repeats`` updates after warm-up (compilation excluded), the calls taking turns round
+by round, each from a fresh, consistent batch (sb3's stored old log-probs are recomputed before every call, outside
+the timed region) and after a 20 ms pause, so that no call starts while torch's OpenMP workers still spin; JAX
+results are waited for with ``block_until_ready``. PyTorch is timed with ``torch.set_num_threads(1)`` and with
+``--threads`` (default: all cores, 2 here; ``--quick``: 1 only), and the faster is sb3's figure (on a busy machine
+torch's thread pool can be several times slower than one thread); the speedup is that over the faster of ours.
+With ``--json`` the last stdout line is one JSON object: ``jax_ms`` (the faster layout), ``sb3_ms``, ``speedup``
+(batch 2048), each layout's time, ``paper_*`` for the paper size, and the sb3 times per thread count.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from flax import nnx
 from sb3_contrib import TRPO
 from stable_baselines3.common.logger import configure
 
-from teamsrl_jax.rl import PolicyConfig, TRPOBatch, TRPOConfig, ValueConfig, ValueNet, make_policy, preset
-from teamsrl_jax.rl.trpo import trpo_update
-from teamsrl_jax.rl.value_fit import fit_value, value_fit_init
+from teamsrl_jax.rl import (PolicyConfig, RLConfig, TRPOBatch, TRPOConfig, ValueConfig, ValueNet, make_policy,
+                            preset, value_fit_init)
+from teamsrl_jax.rl.concurrent import ConcurrentUpdate, available_cores, configure_cpu_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +84,15 @@ def random_batch(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
                 returns=rng.normal(size=case.batch).astype(np.float32))
 
 
-def time_interleaved(calls: dict, repeats: int, warmup: int) -> dict[str, float]:
+def time_interleaved(calls: dict, repeats: int, warmup: int, settle_s: float = 0.02) -> dict[str, float]:
     """Median milliseconds per call for each ``name: (fn, prepare)``, the calls taking turns round by round so that
-    a busy machine slows them alike; ``prepare()`` runs untimed before each ``fn()``."""
+    a busy machine slows them alike; ``prepare()`` runs untimed before each ``fn()``, then a pause of ``settle_s``
+    so that no call starts while the previous one's threads still spin (torch's OpenMP workers do, briefly)."""
     times = {name: [] for name in calls}
     for i in range(warmup + repeats):
         for name, (fn, prepare) in calls.items():
             prepare()
+            time.sleep(settle_s)
             start = time.perf_counter()
             fn()
             if i >= warmup:
@@ -136,36 +142,32 @@ def sb3_call(case: Case, data, threads: int):
 # ----------------------------------------------------------------------------------------------------- ours
 
 
-def jax_step_fn(case: Case, pcfg: PolicyConfig, vcfg: ValueConfig, tcfg: TRPOConfig):
-    """Our update: value fit, then the TRPO step, as one jitted function; returns ``(step, state)``."""
-    rngs = nnx.Rngs(0)
-    gp, pp = nnx.split(make_policy(pcfg, case.obs_dim, case.num_actions, rngs=rngs))
-    gv, vp = nnx.split(ValueNet(case.obs_dim, vcfg, rngs=rngs))
-
-    @jax.jit
-    def step(state, obs, actions, advantages, returns):
-        pp, vp, vopt, key = state
-        key, k_fit = jax.random.split(key)
-        pp, pm = trpo_update(gp, tcfg, pp, TRPOBatch(obs, actions, advantages))
-        vp, vopt, vm = fit_value(gv, vcfg, vp, vopt, obs, returns, k_fit)
-        return (pp, vp, vopt, key), (pm, vm)
-
-    return step, (pp, vp, value_fit_init(vcfg, vp), jax.random.key(0))
-
-
-def jax_call(case: Case, data, pcfg=None, vcfg=None, tcfg=None):
-    """``(fn, prepare)`` for our update, compiled; every call starts from the same parameters."""
+def jax_call(case: Case, data, pcfg=None, vcfg=None, tcfg=None, devices=None):
+    """``(fn, prepare)`` for our update (:class:`ConcurrentUpdate` on ``devices``), compiled; every call starts from
+    the same parameters, with the batch on the first device."""
     pcfg = pcfg or PolicyConfig(kind="categorical", hidden=(64, 64), activation="tanh")
     vcfg = vcfg or ValueConfig(hidden=(64, 64), activation="tanh", fit="adam", adam_lr=1e-3, adam_epochs=10,
                                minibatch_size=case.critic_minibatch, l2=0.0)
     tcfg = tcfg or TRPOConfig(max_kl=0.01, damping=0.1, cg_iters=case.cg_iters, line_search_steps=10, backtrack=0.8,
                               accept="improve", kl_slack=1.0)
-    step, state = jax_step_fn(case, pcfg, vcfg, tcfg)
+    devices = devices or jax.local_devices()[:1]
+    rngs = nnx.Rngs(0)
+    gp, pp = nnx.split(make_policy(pcfg, case.obs_dim, case.num_actions, rngs=rngs))
+    gv, vp = nnx.split(ValueNet(case.obs_dim, vcfg, rngs=rngs))
+    update = ConcurrentUpdate(gp, gv, RLConfig(policy=pcfg, value=vcfg, trpo=tcfg), devices)
     dtype = jnp.dtype(pcfg.dtype)
-    args = (jnp.asarray(data["obs"], dtype), jnp.asarray(data["actions"]), jnp.asarray(data["advantages"], dtype),
-            jnp.asarray(data["returns"], dtype))
-    jax.block_until_ready(step(state, *args))  # compile
-    return (lambda: jax.block_until_ready(step(state, *args))), (lambda: None)
+    # The value state where it stays between updates (the second device when there are two).
+    state = (jax.device_put(pp, devices[0]), *jax.device_put((vp, value_fit_init(vcfg, vp)), devices[-1]),
+             jax.device_put(jax.random.key(0), devices[0]))
+    batch = jax.device_put((TRPOBatch(jnp.asarray(data["obs"], dtype), jnp.asarray(data["actions"]),
+                                      jnp.asarray(data["advantages"], dtype)), jnp.asarray(data["returns"], dtype)),
+                           devices[0])
+
+    def call():
+        return jax.block_until_ready(update(state[0], state[1], state[2], *batch, state[3]))
+
+    call()  # compile
+    return call, (lambda: None)
 
 
 def main() -> None:
@@ -181,37 +183,49 @@ def main() -> None:
     warmup = 2 if args.quick else 3
     thread_counts = [1] if args.quick else sorted({1, args.threads})
 
+    num_devices = configure_cpu_devices(min(2, len(available_cores())))
+    devices = jax.local_devices()
+    ours = {"ours": devices[:2], "one": devices[:1]}  # concurrent on two devices; one jitted function on one
     rows, sb3_by_threads = {}, {}
     for case in (CARTPOLE, PAPER):
         data = random_batch(case)
-        calls = {"jax": jax_call(case, data), **{t: sb3_call(case, data, t) for t in thread_counts}}
+        calls = {**{k: jax_call(case, data, devices=d) for k, d in ours.items()},
+                 **{t: sb3_call(case, data, t) for t in thread_counts}}
         ms = time_interleaved(calls, repeats, warmup)
         sb3_by_threads[case.name] = {t: ms[t] for t in thread_counts}
-        rows[case.name] = (ms["jax"], min(sb3_by_threads[case.name].values()))
-    paper_preset_ms = None
+        rows[case.name] = (ms["ours"], ms["one"], min(sb3_by_threads[case.name].values()))
+    paper_preset = None
     if not args.quick:  # its L-BFGS takes a while to compile
         with jax.enable_x64(True):
             paper = preset("paper")
-            call = jax_call(PAPER, random_batch(PAPER), paper.policy, paper.value, paper.trpo)
-            paper_preset_ms = time_interleaved({"paper": call}, repeats, warmup)["paper"]
+            calls = {k: jax_call(PAPER, random_batch(PAPER), paper.policy, paper.value, paper.trpo, devices=d)
+                     for k, d in ours.items()}
+            ms = time_interleaved(calls, repeats, warmup)
+            paper_preset = (ms["ours"], ms["one"])
 
     print(f"TRPO update (policy step + critic), median of {repeats} after {warmup} warm-up; {os.cpu_count()} CPU "
-          f"cores, jax {jax.__version__} on {jax.default_backend()}, torch {torch.__version__}")
+          f"cores, jax {jax.__version__} on {jax.default_backend()} ({num_devices} devices), torch {torch.__version__}")
     sb3_cols = "".join(f"{f'sb3 {t}thr (ms)':>15}" for t in thread_counts)
-    print(f"{'case':<46}{'ours (ms)':>10}{sb3_cols}{'speedup':>9}")
+    print(f"{'case':<46}{'2 devices':>10}{'1 device':>10}{sb3_cols}{'speedup':>9}")
     for name, label in (("cartpole", "obs 4, batch 2048, CG 15, critic 10x16 Adam"),
                         ("paper", "obs 6, batch 6, CG 10, critic 10x1 Adam")):
-        ours, sb3 = rows[name]
+        two, one, sb3 = rows[name]
         cols = "".join(f"{sb3_by_threads[name][t]:>15.2f}" for t in thread_counts)
-        print(f"{label:<46}{ours:>10.2f}{cols}{sb3 / ours:>8.1f}x")
-    if paper_preset_ms is not None:
-        print(f"{'paper preset: f64, Gaussian-argmax, L-BFGS 25':<46}{paper_preset_ms:>10.2f}")
-    print("speedup = the faster sb3 column / ours")
+        print(f"{label:<46}{two:>10.2f}{one:>10.2f}{cols}{sb3 / min(two, one):>8.1f}x")
+    if paper_preset is not None:
+        print(f"{'paper preset: f64, Gaussian-argmax, L-BFGS 25':<46}{paper_preset[0]:>10.2f}{paper_preset[1]:>10.2f}")
+    print("ours (ms): 2 devices = policy step and critic at once on two CPU devices, one per core (ConcurrentUpdate);"
+          " 1 device = both in one jitted function, in order. speedup = the faster sb3 column / the faster of ours")
     if args.json:
-        (jax_ms, sb3_ms), (pj, ps) = rows["cartpole"], rows["paper"]
+        (two, one, sb3_ms), (ptwo, pone, ps) = rows["cartpole"], rows["paper"]
+        jax_ms, paper_ms = min(two, one), min(ptwo, pone)
         print(json.dumps(dict(jax_ms=round(jax_ms, 3), sb3_ms=round(sb3_ms, 3), speedup=round(sb3_ms / jax_ms, 2),
-                              paper_jax_ms=round(pj, 3), paper_sb3_ms=round(ps, 3), paper_speedup=round(ps / pj, 2),
-                              paper_preset_jax_ms=paper_preset_ms and round(paper_preset_ms, 3), repeats=repeats,
+                              jax_two_devices_ms=round(two, 3), jax_one_device_ms=round(one, 3),
+                              paper_jax_ms=round(paper_ms, 3), paper_sb3_ms=round(ps, 3),
+                              paper_speedup=round(ps / paper_ms, 2), paper_jax_two_devices_ms=round(ptwo, 3),
+                              paper_jax_one_device_ms=round(pone, 3),
+                              paper_preset_jax_ms=paper_preset and round(min(paper_preset), 3), repeats=repeats,
+                              devices=num_devices,
                               sb3_ms_by_threads={k: {str(t): round(v, 3) for t, v in d.items()}
                                                  for k, d in sb3_by_threads.items()})))
 

@@ -2,8 +2,9 @@
 
 Pure functions on ``(graphdef, params)`` pairs from ``nnx.split``; configs are frozen dataclasses with two
 presets (``paper``: the original TeaMs-RL constants; ``default``: ours). See each module's docstring:
-``config``, ``distributions``, ``networks``, ``normalizer``, ``gae``, ``trpo``, ``value_fit``, and ``update`` (one
-learning step on a rollout of N chains x T steps: GAE, value fit, TRPO); the sanity
+``config``, ``distributions``, ``networks``, ``normalizer``, ``gae``, ``trpo``, ``value_fit``, ``shuffle`` (cheap
+random permutations for the minibatches), ``update`` (one learning step on a rollout of N chains x T steps: GAE,
+value fit, TRPO) and ``concurrent`` (the TRPO step and the value fit at once on two CPU cores); the sanity
 environment ``cartpole_env`` and its trainer ``cartpole`` (``python -m teamsrl_jax.rl.cartpole``); ``cli`` turns
 a config dataclass into command-line flags.
 """

@@ -9,7 +9,7 @@ Loss: ``mean((V(obs) - targets)**2) + l2 * sum(theta**2)`` over all value parame
 decay). ``lbfgs``: ``optax.lbfgs`` (zoom line search, memory ``lbfgs_memory``) restarted at every fit, at
 most ``lbfgs_iters`` iterations, stopping early once max|grad| <= 1e-5 (scipy's ``pgtol``); a non-finite
 result keeps the old parameters. ``adam``: ``adam_epochs`` passes over shuffled minibatches of
-``minibatch_size`` (remainder dropped), eps 1e-5 as sb3. Metrics: ``loss_before``, ``loss_after``, ``steps``.
+``minibatch_size`` (remainder dropped; shuffles from :func:`teamsrl_jax.rl.shuffle.permutations`), eps 1e-5 as sb3. Metrics: ``loss_before``, ``loss_after``, ``steps``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from teamsrl_jax.rl.config import ValueConfig
+from teamsrl_jax.rl.shuffle import permutations
 
 _PGTOL = 1e-5  # scipy fmin_l_bfgs_b's default projected-gradient tolerance
 
@@ -77,11 +78,9 @@ def _fit_adam(graphdef, params, opt_state, obs, targets, key, cfg: ValueConfig):
         updates, opt_state = tx.update(grad_fn(flat, *batch), opt_state, flat)
         return (flat + updates, opt_state), None
 
-    def epoch(carry, key):
-        idx = jax.random.permutation(key, n)[: (n // mb) * mb].reshape(n // mb, mb)
-        return jax.lax.scan(minibatch, carry, (obs[idx], targets[idx]))[0], None
-
-    (flat, opt_state), _ = jax.lax.scan(epoch, (flat, opt_state), jax.random.split(key, cfg.adam_epochs))
+    # Every epoch's shuffled minibatches, gathered up front: one scan over epochs x minibatches.
+    idx = permutations(key, n, cfg.adam_epochs)[:, : (n // mb) * mb].reshape(-1, mb)
+    (flat, opt_state), _ = jax.lax.scan(minibatch, (flat, opt_state), (obs[idx], targets[idx]))
     return unravel(flat), opt_state, jnp.asarray(cfg.adam_epochs * (n // mb), jnp.int32)
 
 
