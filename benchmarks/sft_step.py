@@ -5,6 +5,10 @@ batch (8 rows x 256 tokens, every position learned), same update (loss, backward
 1.0, AdamW), fp32, in one process on the CPU. PyTorch gets as many threads as JAX has cores (stated
 in the output). Figures are the median tokens/s over the timed steps after warm-up steps.
 
+On the CPU it then times the step's matrix products alone (every forward and backward product, each jitted on
+its own, and the same products in PyTorch), alternating: a lower bound on any step built on XLA's products, and
+so an upper bound on the speedup over the PyTorch step (``speedup_bound``; ``--no-floor`` skips it).
+
 On a GPU (``jax.default_backend() == "gpu"``) the script also measures our step on a ~1B Llama
 (``LlamaConfig.preset("1b")``) at sequence 2048 in bf16 and reports MFU against the device's bf16 peak.
 
@@ -15,7 +19,9 @@ On a GPU (``jax.default_backend() == "gpu"``) the script also measures our step 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import statistics
 import time
@@ -100,6 +106,50 @@ def torch_step(config: LlamaConfig, batch: dict, threads: int):
     return step
 
 
+def step_matmuls(config: LlamaConfig, batch: int, seq: int) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """Every matrix product of one forward + backward pass: ``(kind, a_shape, b_shape)`` with ``kind`` 'nn'
+    (a @ b), 'nt' (a @ b.T) or 'tn' (a.T @ b). Each projection x @ W contributes its forward product and the two
+    of its backward pass (dX = dY @ W.T, dW = X.T @ dY); attention contributes Q K^T and P V per layer and their
+    gradients (all positions, as both implementations compute them)."""
+    t, d, hd = batch * seq, config.hidden_size, config.head_size
+    q, kv, f = config.num_attention_heads * hd, config.num_key_value_heads * hd, config.intermediate_size
+    projections = [(d, q), (d, kv), (d, kv), (q, d), (d, f), (d, f), (f, d)] * config.num_hidden_layers
+    out = []
+    for k, n in projections + [(d, config.vocab_size)]:
+        out += [("nn", (t, k), (k, n)), ("nt", (t, n), (k, n)), ("tn", (t, k), (t, n))]
+    heads = (batch, config.num_attention_heads)
+    for _ in range(config.num_hidden_layers):  # scores = Q K^T, out = P V; dQ, dK, dP, dV
+        out += [("nt", (*heads, seq, hd), (*heads, seq, hd)), ("nn", (*heads, seq, seq), (*heads, seq, hd)),
+                ("nn", (*heads, seq, seq), (*heads, seq, hd)), ("tn", (*heads, seq, seq), (*heads, seq, hd)),
+                ("nt", (*heads, seq, hd), (*heads, seq, hd)), ("tn", (*heads, seq, seq), (*heads, seq, hd))]
+    return out
+
+
+def matmul_floor(config: LlamaConfig, batch: int, seq: int, repeats: int) -> dict:
+    """CPU seconds that the matrix products of one step take alone, in XLA (each product jitted on its own) and
+    in PyTorch, alternating, best of ``repeats``: no step can take less than its products."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    products = step_matmuls(config, batch, seq)
+    arrays = [tuple(rng.standard_normal(s, np.float32) for s in shapes) for _, *shapes in products]
+    swap = {"nn": lambda a, b: a @ b, "nt": lambda a, b: a @ b.swapaxes(-1, -2), "tn": lambda a, b: a.swapaxes(-1, -2) @ b}
+    tswap = {"nn": lambda a, b: a @ b, "nt": lambda a, b: a @ b.transpose(-1, -2),
+             "tn": lambda a, b: a.transpose(-1, -2) @ b}
+    fns = {"jax": [(jax.jit(swap[k]), jax.device_put(a), jax.device_put(b)) for (k, *_), (a, b) in zip(products, arrays)],
+           "torch": [(tswap[k], torch.from_numpy(a), torch.from_numpy(b)) for (k, *_), (a, b) in zip(products, arrays)]}
+
+    def run(name):
+        outs = [fn(a, b) for fn, a, b in fns[name]]
+        jax.block_until_ready(outs) if name == "jax" else None
+
+    times = interleaved_times({name: functools.partial(run, name) for name in fns}, 1, repeats)
+    macs = sum(math.prod(a.shape[:-1]) * a.shape[-1] * (b.shape[-1] if k != "nt" else b.shape[-2])
+               if k != "tn" else math.prod(a.shape[:-2]) * a.shape[-2] * a.shape[-1] * b.shape[-1]
+               for (k, *_), (a, b) in zip(products, arrays))
+    return {"matmul_gflop": 2 * macs / 1e9, **{f"{k}_matmul_cpu_s": min(c for _, c in times[k]) for k in times}}
+
+
 def gpu_mfu(warmup: int, steps: int, batch_rows: int = 4, seq: int = 2048) -> dict:
     """Our step on the ~1B preset in bf16 (fp32 master weights) at ``seq`` tokens: tokens/s and MFU.
     jax.nn.dot_product_attention lets XLA/cuDNN pick a fused attention kernel."""
@@ -118,6 +168,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--no-floor", action="store_true", help="skip timing the step's matrix products alone")
     args = parser.parse_args(argv)
     warmup, steps = (1, 3) if args.quick else (3, 15)
 
@@ -134,6 +185,9 @@ def main(argv=None) -> dict:
               "load_avg_1min": os.getloadavg()[0],
               "batch": args.batch, "seq_len": args.seq, "torch_threads": threads,
               "jax_backend": jax.default_backend(), "params": config.num_params()}
+    if jax.default_backend() == "cpu" and not args.no_floor:
+        result |= matmul_floor(config, args.batch, args.seq, repeats=3 if args.quick else 5)
+        result["speedup_bound"] = result["torch_cpu_s_per_step"] / result["jax_matmul_cpu_s"]
     if jax.default_backend() == "gpu":
         result |= gpu_mfu(warmup, steps)
 
@@ -145,6 +199,10 @@ def main(argv=None) -> dict:
               f"{result[k + '_cpu_s_per_step']:11.2f}")
     print(f"speedup (median): {result['speedup']:.2f}x   (1-min load average {result['load_avg_1min']:.1f} "
           f"on {os.cpu_count()} CPUs)")
+    if "jax_matmul_cpu_s" in result:
+        print(f"the step's matrix products alone ({result['matmul_gflop']:.1f} GFLOP): XLA "
+              f"{result['jax_matmul_cpu_s']:.2f} CPU s, PyTorch {result['torch_matmul_cpu_s']:.2f} CPU s; so no step "
+              f"with XLA's products beats the PyTorch step by more than {result['speedup_bound']:.2f}x in CPU time")
     if "gpu_mfu" in result:
         mfu = "n/a" if result["gpu_mfu"] is None else f"{100 * result['gpu_mfu']:.1f}%"
         print(f"  GPU {result['gpu_device']}: 1b @ {result['gpu_seq_len']} bf16: "
