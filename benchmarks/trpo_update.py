@@ -11,8 +11,8 @@ adam_epochs=10, minibatch_size=128)``). Sizes: CartPole (obs 4, 2 actions, batch
 preset step (Gaussian-argmax policy, float64, L-BFGS 25 value fit), which sb3 cannot express.
 
 Ours runs in two layouts, both timed: two CPU devices, one per core, with the policy step and the critic at once
-(:class:`teamsrl_jax.rl.concurrent.ConcurrentUpdate`; they only read the batch), and one device running both in
-one jitted function, in order. JAX runs each computation on the calling thread (no async dispatch).
+(:class:`teamsrl_jax.rl.concurrent.ConcurrentUpdate`; they only read the batch), and one device running the two
+jitted functions one after the other. JAX dispatches synchronously (``configure_cpu_devices``).
 
 Timing: median wall time of ``repeats`` updates after warm-up (compilation excluded), the calls taking turns round
 by round, each from a fresh, consistent batch (sb3's stored old log-probs are recomputed before every call, outside
@@ -185,7 +185,7 @@ def main() -> None:
 
     num_devices = configure_cpu_devices(min(2, len(available_cores())))
     devices = jax.local_devices()
-    ours = {"ours": devices[:2], "one": devices[:1]}  # concurrent on two devices; one jitted function on one
+    ours = {"ours": devices[:2], "one": devices[:1]}  # at once on two devices; one after the other on one
     rows, sb3_by_threads = {}, {}
     for case in (CARTPOLE, PAPER):
         data = random_batch(case)
@@ -215,7 +215,7 @@ def main() -> None:
     if paper_preset is not None:
         print(f"{'paper preset: f64, Gaussian-argmax, L-BFGS 25':<46}{paper_preset[0]:>10.2f}{paper_preset[1]:>10.2f}")
     print("ours (ms): 2 devices = policy step and critic at once on two CPU devices, one per core (ConcurrentUpdate);"
-          " 1 device = both in one jitted function, in order. speedup = the faster sb3 column / the faster of ours")
+          " 1 device = one after the other. speedup = the faster sb3 column / the faster of ours")
     if args.json:
         (two, one, sb3_ms), (ptwo, pone, ps) = rows["cartpole"], rows["paper"]
         jax_ms, paper_ms = min(two, one), min(ptwo, pone)

@@ -2,14 +2,15 @@
 
 Both only read the batch, so nothing orders them; on a GPU they queue on one device anyway, but on a multi-core
 CPU running them side by side nearly halves an update. XLA's intra-op threads gain little at these sizes, and on
-a virtual machine every hand-off between cores costs more than a small op, so each computation runs on its own
-device from a thread pinned to its own core::
+a virtual machine every hand-off between cores costs more than a small op, so each computation is launched on its
+own device from a thread pinned to its own core, with synchronous dispatch (it then runs on that thread, apart from
+the few ops XLA hands to its own thread pool)::
 
     configure_cpu_devices()                    # before JAX's first computation: one CPU device per core
     update = ConcurrentUpdate(policy_def, value_def, cfg)
     policy, value, value_opt, metrics = update(policy, value, value_opt, TRPOBatch(obs, actions, adv), targets, key)
 
-With fewer than two devices ``ConcurrentUpdate`` runs both in one jitted function, in order. Results are the same
+With fewer than two devices ``ConcurrentUpdate`` runs the two jitted functions one after the other. Results are the same
 either way (the two computations share no state). The policy and the metrics of its step are returned on the first
 device, the value parameters, optimiser state and value metrics on the second, where the next call wants them
 (``jax.device_put`` them elsewhere to use them with other arrays).
@@ -83,7 +84,7 @@ class ConcurrentUpdate:
     """``update(policy, value, value_opt, batch, targets, key) -> (policy, value, value_opt, metrics)``: the TRPO
     step of ``cfg.trpo`` on ``batch`` and the value fit of ``cfg.value`` to ``targets`` (obs = ``batch.obs``), at
     once on ``devices[0]`` and ``devices[1]`` (default: the first two CPU devices when JAX runs on the CPU, else
-    the default device alone), or in order in one jitted function where there is only one. Metrics are the TRPO ones plus ``value_loss_before``, ``value_loss_after``, ``value_steps``."""
+    the default device alone), or one after the other where there is only one. Metrics are the TRPO ones plus ``value_loss_before``, ``value_loss_after``, ``value_steps``."""
 
     def __init__(self, policy_def: nnx.GraphDef, value_def: nnx.GraphDef, cfg: RLConfig,
                  devices: Sequence[jax.Device] | None = None):
@@ -93,17 +94,10 @@ class ConcurrentUpdate:
         self._policy_step = jax.jit(functools.partial(trpo_update, policy_def, cfg.trpo))
         self._value_fit = jax.jit(functools.partial(fit_value, value_def, cfg.value))
         self._workers = CoreWorkers(2) if self.concurrent else None
-        if not self.concurrent:
-            self._both = jax.jit(self._sequential)
 
     @property
     def concurrent(self) -> bool:
         return len(self.devices) >= 2
-
-    def _sequential(self, policy, value, value_opt, batch, targets, key):
-        policy, metrics = self._policy_step(policy, batch)
-        value, value_opt, vm = self._value_fit(value, value_opt, batch.obs, targets, key)
-        return policy, value, value_opt, metrics, vm
 
     def __call__(self, policy: nnx.State, value: nnx.State, value_opt: Any, batch: TRPOBatch, targets: jax.Array,
                  key: jax.Array):
@@ -116,8 +110,8 @@ class ConcurrentUpdate:
                 [functools.partial(_block, x64, self._policy_step, *p_args),
                  functools.partial(_block, x64, self._value_fit, *v_args)])
         else:
-            policy, value, value_opt, metrics, vm = self._both(policy, value, value_opt, TRPOBatch(*batch), targets,
-                                                               key)
+            policy, metrics = self._policy_step(policy, TRPOBatch(*batch))
+            value, value_opt, vm = self._value_fit(value, value_opt, batch.obs, targets, key)
         metrics = dict(metrics, value_loss_before=vm["loss_before"], value_loss_after=vm["loss_after"],
                        value_steps=vm["steps"])
         return policy, value, value_opt, metrics
