@@ -10,8 +10,8 @@ the few ops XLA hands to its own thread pool)::
     update = ConcurrentUpdate(policy_def, value_def, cfg)
     policy, value, value_opt, metrics = update(policy, value, value_opt, TRPOBatch(obs, actions, adv), targets, key)
 
-With fewer than two devices ``ConcurrentUpdate`` runs the two jitted functions one after the other. Results are the same
-either way (the two computations share no state). The policy and the metrics of its step are returned on the first
+With fewer than two devices ``ConcurrentUpdate`` runs the two jitted functions one after the other. Results are
+the same either way (the two computations share no state). The policy and the metrics of its step are returned on the first
 device, the value parameters, optimiser state and value metrics on the second, where the next call wants them
 (``jax.device_put`` them elsewhere to use them with other arrays).
 """
