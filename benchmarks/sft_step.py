@@ -133,11 +133,11 @@ def matmul_floor(config: LlamaConfig, batch: int, seq: int, repeats: int) -> dic
     rng = np.random.default_rng(0)
     products = step_matmuls(config, batch, seq)
     arrays = [tuple(rng.standard_normal(s, np.float32) for s in shapes) for _, *shapes in products]
-    swap = {"nn": lambda a, b: a @ b, "nt": lambda a, b: a @ b.swapaxes(-1, -2), "tn": lambda a, b: a.swapaxes(-1, -2) @ b}
-    tswap = {"nn": lambda a, b: a @ b, "nt": lambda a, b: a @ b.transpose(-1, -2),
-             "tn": lambda a, b: a.transpose(-1, -2) @ b}
-    fns = {"jax": [(jax.jit(swap[k]), jax.device_put(a), jax.device_put(b)) for (k, *_), (a, b) in zip(products, arrays)],
-           "torch": [(tswap[k], torch.from_numpy(a), torch.from_numpy(b)) for (k, *_), (a, b) in zip(products, arrays)]}
+    forms = {"nn": lambda a, b: a @ b, "nt": lambda a, b: a @ b.swapaxes(-1, -2),
+             "tn": lambda a, b: a.swapaxes(-1, -2) @ b}  # both libraries spell these the same
+    pairs = [(k, a, b) for (k, *_), (a, b) in zip(products, arrays)]
+    fns = {"jax": [(jax.jit(forms[k]), jax.device_put(a), jax.device_put(b)) for k, a, b in pairs],
+           "torch": [(forms[k], torch.from_numpy(a), torch.from_numpy(b)) for k, a, b in pairs]}
 
     def run(name):
         outs = [fn(a, b) for fn, a, b in fns[name]]

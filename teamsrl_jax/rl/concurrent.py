@@ -11,8 +11,8 @@ the few ops XLA hands to its own thread pool)::
     policy, value, value_opt, metrics = update(policy, value, value_opt, TRPOBatch(obs, actions, adv), targets, key)
 
 With fewer than two devices ``ConcurrentUpdate`` runs the two jitted functions one after the other. Results are
-the same either way (the two computations share no state). The policy and the metrics of its step are returned on the first
-device, the value parameters, optimiser state and value metrics on the second, where the next call wants them
+the same either way (the two computations share no state). The policy and the metrics of its step are returned on
+the first device, the value parameters, optimiser state and value metrics on the second, where the next call wants them
 (``jax.device_put`` them elsewhere to use them with other arrays).
 """
 
@@ -84,7 +84,8 @@ class ConcurrentUpdate:
     """``update(policy, value, value_opt, batch, targets, key) -> (policy, value, value_opt, metrics)``: the TRPO
     step of ``cfg.trpo`` on ``batch`` and the value fit of ``cfg.value`` to ``targets`` (obs = ``batch.obs``), at
     once on ``devices[0]`` and ``devices[1]`` (default: the first two CPU devices when JAX runs on the CPU, else
-    the default device alone), or one after the other where there is only one. Metrics are the TRPO ones plus ``value_loss_before``, ``value_loss_after``, ``value_steps``."""
+    the default device alone), or one after the other where there is only one. Metrics are the TRPO ones plus
+    ``value_loss_before``, ``value_loss_after``, ``value_steps``."""
 
     def __init__(self, policy_def: nnx.GraphDef, value_def: nnx.GraphDef, cfg: RLConfig,
                  devices: Sequence[jax.Device] | None = None):

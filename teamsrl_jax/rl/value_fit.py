@@ -9,7 +9,8 @@ Loss: ``mean((V(obs) - targets)**2) + l2 * sum(theta**2)`` over all value parame
 decay). ``lbfgs``: ``optax.lbfgs`` (zoom line search, memory ``lbfgs_memory``) restarted at every fit, at
 most ``lbfgs_iters`` iterations, stopping early once max|grad| <= 1e-5 (scipy's ``pgtol``); a non-finite
 result keeps the old parameters. ``adam``: ``adam_epochs`` passes over shuffled minibatches of
-``minibatch_size`` (remainder dropped; shuffles from :func:`teamsrl_jax.rl.shuffle.permutations`), eps 1e-5 as sb3. Metrics: ``loss_before``, ``loss_after``, ``steps``.
+``minibatch_size`` (remainder dropped; shuffles from :func:`teamsrl_jax.rl.shuffle.permutations`), eps 1e-5 as
+sb3. Metrics: ``loss_before``, ``loss_after``, ``steps``.
 """
 
 from __future__ import annotations
