@@ -79,9 +79,12 @@ def _fit_adam(graphdef, params, opt_state, obs, targets, key, cfg: ValueConfig):
         updates, opt_state = tx.update(grad_fn(flat, *batch), opt_state, flat)
         return (flat + updates, opt_state), None
 
-    # Every epoch's shuffled minibatches, gathered up front: one scan over epochs x minibatches.
-    idx = permutations(key, n, cfg.adam_epochs)[:, : (n // mb) * mb].reshape(-1, mb)
-    (flat, opt_state), _ = jax.lax.scan(minibatch, (flat, opt_state), (obs[idx], targets[idx]))
+    def epoch(carry, order):  # one epoch's minibatches are gathered at a time (memory: one copy of the batch)
+        idx = order[: (n // mb) * mb].reshape(n // mb, mb)
+        return jax.lax.scan(minibatch, carry, (obs[idx], targets[idx]))[0], None
+
+    orders = permutations(key, n, cfg.adam_epochs)  # all epochs' shuffles in one cheap sort
+    (flat, opt_state), _ = jax.lax.scan(epoch, (flat, opt_state), orders)
     return unravel(flat), opt_state, jnp.asarray(cfg.adam_epochs * (n // mb), jnp.int32)
 
 
