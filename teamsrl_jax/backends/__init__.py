@@ -20,14 +20,14 @@ from typing import Any
 
 from teamsrl_jax.backends.accounting import QueryAccounting
 from teamsrl_jax.backends.base import (ROLES, Backend, BackendError, BackendRequestError, BackendUnavailableError,
-                                       Completion, Role, SamplingParams)
+                                       Completion, IncrementalBackend, Role, SamplingParams)
 from teamsrl_jax.backends.cache import CachedBackend, CacheError, CompletionCache, cache_key
 
 KINDS = ("openai", "simulated")
 
 __all__ = ["KINDS", "ROLES", "Backend", "BackendConfig", "BackendError", "BackendRequestError",
            "BackendUnavailableError", "CacheError", "CachedBackend", "Completion", "CompletionCache",
-           "QueryAccounting", "Role", "SamplingParams", "cache_key", "make_backend"]
+           "IncrementalBackend", "QueryAccounting", "Role", "SamplingParams", "cache_key", "make_backend"]
 
 
 def make_backend(kind: str, *, cache_path: str | None = None, **kwargs: Any) -> Backend:

@@ -3,8 +3,8 @@
 A backend turns a batch of prompts into one completion each, in order, and counts what it did per
 role (instructor, reviewer, responder) in its ``accounting``. Implementations: ``OpenAIBackend`` (any
 OpenAI-compatible HTTP endpoint), ``SimulatedBackend`` (offline, deterministic), and ``CachedBackend``
-(wraps any backend with a persistent cache). A local JAX model fits the same shape: it takes the whole
-batch at once and may override ``generate_incremental`` to report results per micro-batch.
+(wraps any backend with a persistent cache); ``OpenAIBackend`` and ``CachedBackend`` finish requests one by one
+and derive from ``IncrementalBackend``. A local JAX model fits the same shape: it takes the whole batch at once and may override ``generate_incremental`` to report results per micro-batch.
 """
 
 from __future__ import annotations
@@ -146,3 +146,18 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class IncrementalBackend(Backend):
+    """A backend that finishes requests one by one: it implements ``generate_incremental``, and ``generate`` is
+    that without a callback."""
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams, role: Role,
+                 sample_indices: Sequence[int] | None = None) -> list[Completion]:
+        return self.generate_incremental(prompts, params, role, sample_indices)
+
+    @abc.abstractmethod
+    def generate_incremental(self, prompts: Sequence[str], params: SamplingParams, role: Role,
+                             sample_indices: Sequence[int] | None = None, *,
+                             on_result: OnResult | None = None) -> list[Completion]:
+        """See :meth:`Backend.generate_incremental`; ``on_result`` is called as each completion arrives."""

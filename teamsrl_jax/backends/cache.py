@@ -24,8 +24,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from teamsrl_jax.backends.base import (Backend, Completion, OnResult, Role, SamplingParams, check_role,
-                                       resolve_sample_indices)
+from teamsrl_jax.backends.base import (Backend, Completion, IncrementalBackend, OnResult, Role, SamplingParams,
+                                       check_role, resolve_sample_indices)
 
 COLUMNS = ("key", "text", "prompt_tokens", "completion_tokens", "finish_reason", "created")
 SCHEMA = """CREATE TABLE IF NOT EXISTS completions (
@@ -144,7 +144,7 @@ class CompletionCache:
             raise CacheError(f"completion cache {self.path}: {_one_line(e)}") from None
 
 
-class CachedBackend(Backend):
+class CachedBackend(IncrementalBackend):
     """``inner`` behind ``cache``: hits are served from disk, only misses are queried (one request per
     distinct key, so identical greedy prompts in a batch cost one query), and each result is stored the
     moment ``inner`` reports it. Shares ``inner.accounting``, where it counts the hits. ``close()``
@@ -165,10 +165,6 @@ class CachedBackend(Backend):
 
     def __repr__(self) -> str:
         return f"CachedBackend({self.inner!r}, {self.cache!r})"
-
-    def generate(self, prompts: Sequence[str], params: SamplingParams, role: Role,
-                 sample_indices: Sequence[int] | None = None) -> list[Completion]:
-        return self.generate_incremental(prompts, params, role, sample_indices)
 
     def generate_incremental(self, prompts: Sequence[str], params: SamplingParams, role: Role,
                              sample_indices: Sequence[int] | None = None, *,

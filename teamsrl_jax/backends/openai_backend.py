@@ -39,8 +39,9 @@ import openai
 from tqdm.auto import tqdm
 
 from teamsrl_jax.backends.accounting import QueryAccounting
-from teamsrl_jax.backends.base import (Backend, BackendRequestError, BackendUnavailableError, Completion, OnResult,
-                                       Role, SamplingParams, check_role, resolve_sample_indices)
+from teamsrl_jax.backends.base import (BackendRequestError, BackendUnavailableError, Completion,
+                                       IncrementalBackend, OnResult, Role, SamplingParams, check_role,
+                                       resolve_sample_indices)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(IncrementalBackend):
     """Batched chat completions from an OpenAI-compatible server; see the module docstring."""
 
     name = "openai"
@@ -152,10 +153,6 @@ class OpenAIBackend(Backend):
                 f"concurrency={self.concurrency}, timeout_s={self.timeout_s}, max_retries={self.max_retries})")
 
     # ---- synchronous entry points -------------------------------------------------------------------
-
-    def generate(self, prompts: Sequence[str], params: SamplingParams, role: Role,
-                 sample_indices: Sequence[int] | None = None) -> list[Completion]:
-        return self.generate_incremental(prompts, params, role, sample_indices)
 
     def generate_incremental(self, prompts: Sequence[str], params: SamplingParams, role: Role,
                              sample_indices: Sequence[int] | None = None, *,
