@@ -4,7 +4,8 @@ A backend turns a batch of prompts into one completion each, in order, and count
 role (instructor, reviewer, responder) in its ``accounting``. Implementations: ``OpenAIBackend`` (any
 OpenAI-compatible HTTP endpoint), ``SimulatedBackend`` (offline, deterministic), and ``CachedBackend``
 (wraps any backend with a persistent cache); ``OpenAIBackend`` and ``CachedBackend`` finish requests one by one
-and derive from ``IncrementalBackend``. A local JAX model fits the same shape: it takes the whole batch at once and may override ``generate_incremental`` to report results per micro-batch.
+and derive from ``IncrementalBackend``. A local JAX model fits the same shape: it takes the whole batch at once
+and may override ``generate_incremental`` to report results per micro-batch.
 """
 
 from __future__ import annotations
