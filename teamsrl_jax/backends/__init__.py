@@ -37,13 +37,7 @@ def make_backend(kind: str, *, cache_path: str | None = None, **kwargs: Any) -> 
         from teamsrl_jax.backends.openai_backend import OpenAIBackend
         backend: Backend = OpenAIBackend(**kwargs)
     elif kind == "simulated":
-        try:
-            from teamsrl_jax.backends.simulated import SimulatedBackend
-        except ModuleNotFoundError as e:
-            if e.name != "teamsrl_jax.backends.simulated":
-                raise
-            raise ValueError("backend kind 'simulated' is unavailable: module teamsrl_jax.backends.simulated "
-                             "does not exist in this checkout") from None
+        from teamsrl_jax.backends.simulated import SimulatedBackend
         backend = SimulatedBackend(**kwargs)
     else:
         raise ValueError(f"unknown backend kind {kind!r}; expected one of: {', '.join(KINDS)}")
@@ -105,6 +99,8 @@ class BackendConfig:
             kwargs.update(base_url=self.base_url, api_key_env=self.api_key_env, concurrency=self.concurrency,
                           timeout_s=self.timeout_s, max_retries=self.max_retries,
                           backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s)
+        elif self.kind == "simulated":
+            kwargs.setdefault("concurrency", self.concurrency)  # slots of its simulated latency
         if self.model or self.kind == "openai":  # the simulated backend has a default model id
             kwargs["model"] = self.model
         return make_backend(self.kind, cache_path=self.cache_path, **kwargs)

@@ -49,9 +49,9 @@ class QueryAccounting:
 
     def to_dict(self) -> dict[str, dict[str, int]]:
         """``{role: {counter: n}}`` for every role, plus ``"total"``."""
-        with self._lock:
+        with self._lock:  # one snapshot, so the total is the sum of the rows even while others record
             out = {role: dict(c) for role, c in self._counts.items()}
-        out["total"] = self.total()
+        out["total"] = {k: sum(c[k] for c in out.values()) for k in COUNTERS}
         return out
 
     def format_table(self) -> str:

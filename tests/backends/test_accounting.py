@@ -34,3 +34,26 @@ def test_write_json_is_complete_and_leaves_no_temp_files(tmp_path):
     assert data["responder"]["queries"] == 3 and data["total"]["completion_tokens"] == 9
     assert set(data) == {"instructor", "reviewer", "responder", "total"}
     assert [p.name for p in path.parent.iterdir()] == ["accounting.json"]
+
+
+def test_to_dict_total_is_the_sum_of_its_rows_while_others_record():
+    acc = QueryAccounting()
+    acc.record("instructor", queries=2)
+
+    class RecordAfterFirstRelease:  # another thread's record() lands right after to_dict's snapshot
+        def __init__(self, lock):
+            self.lock, self.armed = lock, True
+
+        def __enter__(self):
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+            if self.armed:
+                self.armed = False
+                acc.record("reviewer", queries=5)
+
+    acc._lock = RecordAfterFirstRelease(acc._lock)
+    rows = acc.to_dict()
+    assert rows["total"]["queries"] == sum(r["queries"] for role, r in rows.items() if role != "total") == 2
+    assert acc.total()["queries"] == 7  # the late record counted from then on

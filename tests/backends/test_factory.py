@@ -1,11 +1,10 @@
 """make_backend and BackendConfig."""
 
-import sys
-
 import pytest
 
 from teamsrl_jax.backends import BackendConfig, CachedBackend, make_backend
 from teamsrl_jax.backends.openai_backend import OpenAIBackend
+from teamsrl_jax.backends.simulated import SimulatedBackend
 
 
 def test_unknown_kind():
@@ -13,10 +12,15 @@ def test_unknown_kind():
         make_backend("gpt")
 
 
-def test_missing_simulated_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "teamsrl_jax.backends.simulated", None)  # as if the file did not exist
-    with pytest.raises(ValueError, match="'simulated' is unavailable"):
-        make_backend("simulated")
+@pytest.mark.parametrize("cache", [False, True])
+def test_config_passes_concurrency_to_the_simulated_backend(tmp_path, cache):
+    config = BackendConfig(kind="simulated", concurrency=5, cache_path=str(tmp_path / "c.sqlite") if cache else None)
+    with config.build() as backend:
+        inner = backend.inner if cache else backend
+        assert isinstance(backend, CachedBackend) == cache and isinstance(inner, SimulatedBackend)
+        assert inner.concurrency == 5 and len(inner.slots._free_at) == 5  # five latency slots
+    with BackendConfig(kind="simulated", concurrency=5, extra={"concurrency": 2}).build() as backend:
+        assert backend.concurrency == 2  # an explicit constructor argument wins
 
 
 def test_config_builds_a_cached_openai_backend(tmp_path, monkeypatch):
