@@ -90,12 +90,14 @@ def _json_list_records(text: str, path: Path) -> Iterable[tuple[object, str]]:
     i, index = skip(i + 1), 0
     if i < len(text) and text[i] == "]":
         return
+    line, counted = 1, 0  # text[counted] is on line `line`: newlines are counted once each, not from the start
     while True:
         try:
             record, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as e:
             raise fail(e.pos, f"record {index}: invalid JSON ({e.msg})") from None
-        yield record, f"{path}:{text.count(chr(10), 0, i) + 1}: record {index}"
+        line, counted = line + text.count("\n", counted, i), i
+        yield record, f"{path}:{line}: record {index}"
         i, index = skip(end), index + 1
         if i < len(text) and text[i] == ",":
             i = skip(i + 1)

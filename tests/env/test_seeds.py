@@ -19,6 +19,16 @@ def test_reads_real_alpaca_list(shared_data):
     assert len(SeedPool(seeds)) == 985  # duplicates dropped
 
 
+def test_json_list_sources_name_each_records_first_line(tmp_path):
+    records = [{"instruction": f"task {i}", "input": "a\nb" * (i % 3)} for i in range(40)]
+    text = "[\n" + ",\n\n".join(json.dumps(r, indent=i % 4 or None) for i, r in enumerate(records)) + "\n]\n"
+    path = tmp_path / "a.json"
+    path.write_text(text)
+    starts = [text.index(json.dumps(r, indent=i % 4 or None)) for i, r in enumerate(records)]
+    expected = [f"{path}:{text[:s].count(chr(10)) + 1}: record {i}" for i, s in enumerate(starts)]
+    assert [seed.source for seed in read_seeds(path)] == expected and expected[-1] != expected[-2]
+
+
 def test_reads_real_self_instruct(shared_data):
     seeds = read_seeds(shared_data / "seeds" / "self_instruct_seed_tasks.jsonl")
     assert len(seeds) == 175
