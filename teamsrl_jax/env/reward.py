@@ -29,8 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from teamsrl_jax.backends.base import Backend, SamplingParams
-from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG
+from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG, PLACEHOLDER
 from teamsrl_jax.env.text import batch_word_ngram_hashes, content_words, fill_template, rouge_l, word_tuple
 
 REWARD_KINDS = ("paper", "default")
@@ -193,7 +192,7 @@ def copies_template(parent: str, rewrite: str, template: str) -> bool:
 
 @lru_cache(maxsize=64)
 def _template_shingles(template: str) -> frozenset[tuple[str, ...]]:
-    return frozenset(_shingles(word_tuple(template.replace("{instruction}", " "))))
+    return frozenset(_shingles(word_tuple(template.replace(PLACEHOLDER, " "))))
 
 
 def elimination_reason(parent: str, rewrite: str | None, template: str, config: RewardConfig) -> str:
@@ -301,7 +300,7 @@ class RewardResult:
     rewards: np.ndarray
     """[N] float32."""
     components: dict[str, np.ndarray]
-    """Per-chain arrays [N] for logging (see ``Reward.__call__``)."""
+    """Per-chain arrays [N] for logging (see ``Reward.score``)."""
     eliminated: list[str]
     """Elimination reason per chain ("" when kept)."""
     notes: list[str]
@@ -309,16 +308,17 @@ class RewardResult:
     reviewer_replies: list[str | None] = field(default_factory=list)
     """The reviewer's raw reply per chain (None where it was not asked)."""
     novelty_rows: np.ndarray | None = None
-    """The kept rewrites encoded for the novelty memory (None when it is off). ``Reward.__call__`` adds them
-    to the memory itself; after ``Reward.score`` the caller does (``NoveltyMemory.add_encoded``)."""
+    """The kept rewrites encoded for the novelty memory (None when it is off). ``Reward.score`` does not add
+    them to the memory; the caller does (``NoveltyMemory.add_encoded``), as ``InstructionEnv`` does once every
+    chain has made the step."""
 
 
 class Reward:
     """Scores a batch of rewrites; holds the novelty memory across steps and episodes.
 
-    One call is three phases, which a caller stepping groups of chains out of phase runs separately:
-    ``gates`` (reviewer-free), ``review_prompts`` (for the kept rewrites: one batched reviewer call), and
-    ``score`` (parse the replies, novelty against the memory, rewards)."""
+    Scoring a step is three phases, which the caller runs around its one batched reviewer call
+    (``InstructionEnv.step_chains``): ``gates`` (reviewer-free), ``review_prompts`` (for the kept rewrites;
+    none when nothing is kept), and ``score`` (parse the replies, novelty against the memory, rewards)."""
 
     def __init__(self, config: RewardConfig):
         self.config = config
@@ -336,24 +336,6 @@ class Reward:
                        eliminated: Sequence[str]) -> list[str]:
         """Reviewer prompts of the kept chains, in chain order."""
         return [self.review_prompt(p, r) for p, r, why in zip(parents, rewrites, eliminated) if not why]
-
-    def __call__(self, parents: Sequence[str], rewrites: Sequence[str | None], templates: Sequence[str],
-                 backend: Backend, params: SamplingParams) -> RewardResult:
-        """Gates, then ONE batched reviewer call for the kept chains (none when nothing is kept), then
-        ``score``; the kept rewrites are remembered by the novelty memory afterwards."""
-        eliminated = self.gates(parents, rewrites, templates)
-        prompts = self.review_prompts(parents, rewrites, eliminated)
-        replies: list[str] = []
-        if prompts:
-            completions = backend.generate(prompts, params, role="reviewer")
-            if len(completions) != len(prompts):
-                raise RuntimeError(f"reviewer backend returned {len(completions)} completions "
-                                   f"for {len(prompts)} prompts")
-            replies = [c.text for c in completions]
-        result = self.score(rewrites, eliminated, replies)
-        if result.novelty_rows is not None:
-            self.memory.add_encoded(result.novelty_rows)
-        return result
 
     def score(self, rewrites: Sequence[str | None], eliminated: Sequence[str], replies: Sequence[str]) -> RewardResult:
         """Rewards from the reviewer's ``replies`` to ``review_prompts`` (one per kept chain, in order). Reads

@@ -1,4 +1,4 @@
-"""Reviewer parsers on adversarial replies, elimination gates, novelty memory, and the reward call."""
+"""Reviewer parsers on adversarial replies, elimination gates, novelty memory, and the reward of an env step."""
 
 import math
 
@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from teamsrl_jax.backends.accounting import QueryAccounting
-from teamsrl_jax.backends.base import Backend, Completion, SamplingParams
+from teamsrl_jax.backends.base import Backend, Completion
+from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
 from teamsrl_jax.env.operations import OperationSet
-from teamsrl_jax.env.reward import (NoveltyMemory, Reward, RewardConfig, copies_template, elimination_reason,
-                                    parse_score, parse_verdict)
+from teamsrl_jax.env.reward import (NoveltyMemory, RewardConfig, copies_template, elimination_reason, parse_score,
+                                    parse_verdict)
+from teamsrl_jax.env.seeds import SeedPool
 
 TEMPLATE = OperationSet().templates[0]
 
@@ -96,52 +98,68 @@ def test_novelty_memory_jaccard_and_ring_buffer():
     assert memory.max_similarity(["red green blue", "two"]) == pytest.approx([0.0, 1.0])
 
 
-class FixedReviewer(Backend):
-    """Replies with a fixed reviewer text; records every call."""
+class Scripted(Backend):
+    """The instructor returns ``rewrites`` (one per chain, in answer tags; None: an empty reply, which fails
+    to parse); the reviewer replies ``review`` to every prompt. Records every call."""
 
-    name, model = "fixed", "fixed"
+    name, model = "scripted", "scripted"
 
-    def __init__(self, reply):
-        self.reply, self.calls, self.accounting = reply, [], QueryAccounting()
+    def __init__(self, rewrites, review):
+        self.rewrites, self.review, self.calls, self.accounting = rewrites, review, [], QueryAccounting()
 
     def generate(self, prompts, params, role, sample_indices=None):
         self.calls.append((role, list(prompts)))
-        return [Completion(self.reply) for _ in prompts]
+        if role == "instructor":
+            return [Completion("" if r is None else f"<new_instruction>{r}</new_instruction>") for r in self.rewrites]
+        return [Completion(self.review) for _ in prompts]
+
+
+def reward_env(reward, rewrites, review):
+    """An environment whose chains all start from OLD and take operation 0 (whose template is TEMPLATE)."""
+    backend = Scripted(rewrites, review)
+    config = EnvConfig(num_chains=len(rewrites), horizon=1, reward=reward)
+    return InstructionEnv(config, backend, seeds=SeedPool([OLD])), backend
+
+
+def reward_step(env):
+    """One episode of one step; (rewards, info)."""
+    env.reset()
+    _, rewards, _, info = env.step(np.zeros(env.config.num_chains, np.int64))
+    assert info["parents"] == [OLD] * env.config.num_chains
+    return rewards, info
 
 
 def test_default_reward_gates_one_call_and_novelty():
-    backend = FixedReviewer("Score: 10")
-    reward = Reward(RewardConfig(novelty_weight=0.1))
-    parents = [OLD, OLD, OLD]
-    rewrites = [OLD + " Use at least two concrete examples.", None, OLD]
-    result = reward(parents, rewrites, [TEMPLATE] * 3, backend, SamplingParams())
-    assert len(backend.calls) == 1 and backend.calls[0][0] == "reviewer" and len(backend.calls[0][1]) == 1
-    assert result.eliminated == ["", "parse_failure", "no_information_gain"]
-    assert result.rewards.tolist() == pytest.approx([1.1, 0.0, 0.0])
-    assert result.components["kept"].tolist() == [1.0, 0.0, 0.0]
-    assert result.components["score"][0] == 10.0 and math.isnan(result.components["score"][1])
-    assert result.reviewer_replies == ["Score: 10", None, None]
-    again = reward(parents[:1], rewrites[:1], [TEMPLATE], backend, SamplingParams())  # now remembered
-    assert again.components["novelty"].tolist() == [0.0] and again.rewards.tolist() == pytest.approx([1.0])
+    env, backend = reward_env(RewardConfig(novelty_weight=0.1),
+                              [OLD + " Use at least two concrete examples.", None, OLD], "Score: 10")
+    rewards, info = reward_step(env)
+    reviews = [prompts for role, prompts in backend.calls if role == "reviewer"]
+    assert len(reviews) == 1 and len(reviews[0]) == 1
+    assert info["eliminated"] == ["", "parse_failure", "no_information_gain"]
+    assert rewards.tolist() == pytest.approx([1.1, 0.0, 0.0])
+    assert info["reward_components"]["kept"].tolist() == [1.0, 0.0, 0.0]
+    assert info["reward_components"]["score"][0] == 10.0 and math.isnan(info["reward_components"]["score"][1])
+    assert info["reviewer_replies"] == ["Score: 10", None, None]
+    rewards, info = reward_step(env)  # the next episode: the same rewrite is now remembered
+    assert info["reward_components"]["novelty"][0] == 0.0 and rewards[0] == pytest.approx(1.0)
 
 
 def test_default_reward_unparseable_score_is_zero_with_note():
-    result = Reward(RewardConfig())([OLD], [OLD + " Avoid jargon."], [TEMPLATE], FixedReviewer("Great!"),
-                                    SamplingParams())
-    assert result.rewards.tolist() == [0.0] and result.notes == ["no score in the reviewer reply"]
+    rewards, info = reward_step(reward_env(RewardConfig(), [OLD + " Avoid jargon."], "Great!")[0])
+    assert rewards.tolist() == [0.0] and info["reviewer_notes"] == ["no score in the reviewer reply"]
 
 
 def test_paper_reward_counts_not_equal_with_full_stop():
-    result = Reward(RewardConfig(kind="paper", eliminate=False))(
-        [OLD, OLD], [OLD, None], [TEMPLATE] * 2, FixedReviewer("Not Equal."), SamplingParams())
-    assert result.rewards.tolist() == [1.0, 0.0]  # the original's exact match would have scored 0
-    assert set(result.components) == {"kept", "not_equal", "verdict_parsed"}
+    rewards, info = reward_step(reward_env(RewardConfig(kind="paper", eliminate=False), [OLD, None],
+                                           "Not Equal.")[0])
+    assert rewards.tolist() == [1.0, 0.0]  # the original's exact match would have scored 0
+    assert set(info["reward_components"]) == {"kept", "not_equal", "verdict_parsed"}
 
 
 def test_no_reviewer_call_when_everything_is_eliminated():
-    backend = FixedReviewer("Score: 9")
-    result = Reward(RewardConfig())([OLD], [None], [TEMPLATE], backend, SamplingParams())
-    assert backend.calls == [] and result.rewards.tolist() == [0.0]
+    env, backend = reward_env(RewardConfig(), [None], "Score: 9")
+    rewards, _ = reward_step(env)
+    assert [role for role, _ in backend.calls] == ["instructor"] and rewards.tolist() == [0.0]
 
 
 def test_reward_config_validation():
@@ -151,7 +169,15 @@ def test_reward_config_validation():
         RewardConfig(max_overlap=0)
     with pytest.raises(ValueError, match="reward.novelty_weight"):
         RewardConfig(novelty_weight=-1)
-    assert np.isfinite(RewardConfig().max_overlap)
+    with pytest.raises(ValueError, match=r"reward.max_overlap must be in \(0, 1\], got nan"):
+        RewardConfig(max_overlap=math.nan)
+    with pytest.raises(ValueError, match="reward.novelty_weight must be >= 0, got nan"):
+        RewardConfig(novelty_weight=math.nan)
+    with pytest.raises(ValueError, match="reward.novelty_memory must be >= 1, got 0"):
+        RewardConfig(novelty_memory=0)
+    with pytest.raises(ValueError, match="reward.refusal_max_words must be >= 0, got -1"):
+        RewardConfig(refusal_max_words=-1)
+    assert RewardConfig(max_overlap=1.0, refusal_max_words=0, novelty_weight=0.0, novelty_memory=1).max_overlap == 1.0
 
 
 @pytest.mark.parametrize("name, key", [("teams_rl_original_generated_1386.jsonl", "instruction"),
