@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from teamsrl_jax.backends.base import Backend, Completion, SamplingParams
-from teamsrl_jax.env.features import FEATURE_KINDS, TextFeatureCache, obs_dim, one_hot_previous, text_stats
+from teamsrl_jax.env.features import (FEATURE_KINDS, TextFeatureCache, default_features, obs_dim, one_hot_previous,
+                                      text_stats)
 from teamsrl_jax.env.operations import OperationSet
 from teamsrl_jax.env.reward import Reward, RewardConfig
 from teamsrl_jax.env.seeds import SeedPool
@@ -194,7 +195,6 @@ class InstructionEnv:
             operations = (OperationSet.from_file(config.operations_file, config.operations_mode)
                           if config.operations_file else OperationSet())
         self.operations = operations
-        self._templates = operations.templates
         self.held_out_seeds: SeedPool | None = None
         if seeds is None:
             seeds = SeedPool.from_file(config.seed_file, seed=config.seed)
@@ -259,8 +259,8 @@ class InstructionEnv:
             text_part, stats = rows[:, :self._text_dim], rows[:, self._text_dim:]
         else:
             text_part, stats = self.encoder(texts), text_stats(texts)
-        step = np.full((stop - start, 1), int(self._steps[start]) / self.config.horizon, np.float32)
-        return np.concatenate([text_part, one_hot_previous(prev, self.num_actions), step, stats], axis=1)
+        return default_features(text_part, stats, prev, int(self._steps[start]), self.config.horizon,
+                                self.num_actions)
 
     def reset(self) -> np.ndarray:
         """Start an episode for every chain (also after groups were left mid-step by an error); returns obs
@@ -315,7 +315,7 @@ class InstructionEnv:
         request = self._request("instructor", start, stop, age, prompts, self.config.instructor)
         replies = [c.text for c in _checked((yield request), n, "instructor")]
         rewrites = [self.operations.parse(r) for r in replies]
-        eliminated = self.reward_fn.gates(parents, rewrites, [self._templates[a] for a in actions])
+        eliminated = self.reward_fn.gates(parents, rewrites, [self.operations.templates[a] for a in actions])
         review = self.reward_fn.review_prompts(parents, rewrites, eliminated)
         request = self._request("reviewer", start, stop, age, review, self.config.reviewer)
         verdicts = [c.text for c in _checked((yield request), len(review), "reviewer")]

@@ -104,11 +104,11 @@ class TextFeatureCache:
         return np.stack([rows[t] for t in texts])
 
 
-def default_features(texts: Sequence[str], prev_actions: np.ndarray, step: int, horizon: int,
-                     num_actions: int, text_dim: int, text_vectors: np.ndarray | None = None) -> np.ndarray:
-    """[N, text_dim + A + 1 + 4] float32 (layout in the module docstring). ``text_vectors`` [N, text_dim]
-    replaces the hashed text part (the ``embedding`` kind passes sentence embeddings here)."""
-    n = len(texts)
-    text_part = hashed_text(texts, text_dim) if text_vectors is None else np.asarray(text_vectors, np.float32)
-    return np.concatenate([text_part, one_hot_previous(prev_actions, num_actions),
-                           np.full((n, 1), step / horizon, np.float32), text_stats(texts)], axis=1)
+def default_features(text_part: np.ndarray, stats: np.ndarray, prev_actions: np.ndarray, step: int, horizon: int,
+                     num_actions: int) -> np.ndarray:
+    """[N, text_dim + A + 1 + 4] float32 in the layout of the module docstring, from the text part [N, text_dim]
+    (``hashed_text``, or sentence embeddings for the ``embedding`` kind) and the ``text_stats`` [N, 4] of the
+    same texts, the previous actions [N] (-1: none) and the step ``step`` of ``horizon``."""
+    n = len(text_part)
+    return np.concatenate([np.asarray(text_part, np.float32), one_hot_previous(prev_actions, num_actions),
+                           np.full((n, 1), step / horizon, np.float32), np.asarray(stats, np.float32)], axis=1)

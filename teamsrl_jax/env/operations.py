@@ -103,7 +103,7 @@ DEFAULT_NAMES: tuple[str, ...] = tuple(op.name for op in DEFAULT_OPERATIONS)
 
 
 class OperationSet:
-    """An ordered set of operations; the order is the action index."""
+    """An ordered set of operations, fixed once made; the order is the action index."""
 
     def __init__(self, operations: Sequence[Operation] = DEFAULT_OPERATIONS):
         if not operations:
@@ -112,6 +112,10 @@ class OperationSet:
         if len(set(names)) != len(names):
             raise ValueError(f"operation names must be unique, got {names}")
         self.operations: tuple[Operation, ...] = tuple(operations)
+        self.names: tuple[str, ...] = tuple(names)
+        """Operation names, by action index."""
+        self.templates: tuple[str, ...] = tuple(op.template for op in self.operations)
+        """Prompt templates, by action index."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, mode: str = "merge",
@@ -126,14 +130,6 @@ class OperationSet:
         merged = {op.name: op for op in base}
         merged.update({op.name: op for op in loaded})
         return cls(list(merged.values()))
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(op.name for op in self.operations)
-
-    @property
-    def templates(self) -> tuple[str, ...]:
-        return tuple(op.template for op in self.operations)
 
     def __len__(self) -> int:
         return len(self.operations)

@@ -6,6 +6,7 @@ import pytest
 from teamsrl_jax.backends.base import Backend
 from teamsrl_jax.backends.simulated import SimulatedBackend
 from teamsrl_jax.env.environment import ENV_PRESETS, EnvConfig, InstructionEnv
+from teamsrl_jax.env.features import hashed_text, text_stats
 from teamsrl_jax.env.operations import OperationSet
 from teamsrl_jax.env.seeds import SeedPool
 
@@ -58,6 +59,10 @@ def test_default_shapes_info_and_one_batched_call_per_role_per_step():
     kept = [not e for e in info["eliminated"]]
     assert [i if k else p for i, p, k in zip(info["rewrites"], info["parents"], kept)] == info["instructions"]
     assert env.texts == info["instructions"]
+    texts, prev = infos[0]["instructions"], [env.operations.index(name) for name in infos[0]["operations"]]
+    layout = np.concatenate([hashed_text(texts, 256), np.eye(6, dtype=np.float32)[prev], np.full((8, 1), 1 / 6),
+                             text_stats(texts)], axis=1)  # [hashed text | previous action | t/H | stats]
+    assert np.array_equal(obs[1], layout.astype(np.float32))
 
 
 def test_records_cover_every_chain_and_step():

@@ -55,8 +55,9 @@ def test_text_stats_and_default_layout():
     stats = text_stats(texts)
     assert stats.shape == (2, NUM_STATS) and stats[:, 2].tolist() == [1.0, 0.0]
     assert np.all((stats >= 0) & (stats <= 1))
-    obs = default_features(texts, np.array([-1, 3]), step=2, horizon=6, num_actions=6, text_dim=32)
-    assert obs.shape == (2, obs_dim("default", 6, 32)) == (2, 32 + 6 + 1 + NUM_STATS)
+    obs = default_features(hashed_text(texts, 32), stats, np.array([-1, 3]), step=2, horizon=6, num_actions=6)
+    assert obs.shape == (2, obs_dim("default", 6, 32)) == (2, 32 + 6 + 1 + NUM_STATS) and obs.dtype == np.float32
+    assert np.array_equal(obs[:, :32], hashed_text(texts, 32)) and np.array_equal(obs[:, 39:], stats)
     assert obs[:, 32:38].tolist() == [[0] * 6, [0, 0, 0, 1, 0, 0]]
     assert obs[:, 38] == pytest.approx([1 / 3, 1 / 3])
     assert obs_dim("paper", 6, 32) == 6
