@@ -27,8 +27,9 @@ import jax
 from flax import nnx
 
 from teamsrl_jax.rl.config import RLConfig
-from teamsrl_jax.rl.trpo import TRPOBatch, trpo_update
-from teamsrl_jax.rl.value_fit import fit_value
+from teamsrl_jax.rl.trpo import TRPOBatch, make_trpo_update
+from teamsrl_jax.rl.update import with_value_metrics
+from teamsrl_jax.rl.value_fit import make_value_fit
 
 
 def available_cores() -> list[int]:
@@ -92,8 +93,8 @@ class ConcurrentUpdate:
         if devices is None:
             devices = jax.local_devices()[:2] if jax.default_backend() == "cpu" else jax.local_devices()[:1]
         self.devices = list(devices)[:2]
-        self._policy_step = jax.jit(functools.partial(trpo_update, policy_def, cfg.trpo))
-        self._value_fit = jax.jit(functools.partial(fit_value, value_def, cfg.value))
+        self._policy_step = make_trpo_update(policy_def, cfg.trpo)
+        self._value_fit = make_value_fit(value_def, cfg.value)
         self._workers = CoreWorkers(2) if self.concurrent else None
 
     @property
@@ -113,9 +114,7 @@ class ConcurrentUpdate:
         else:
             policy, metrics = self._policy_step(policy, TRPOBatch(*batch))
             value, value_opt, vm = self._value_fit(value, value_opt, batch.obs, targets, key)
-        metrics = dict(metrics, value_loss_before=vm["loss_before"], value_loss_after=vm["loss_after"],
-                       value_steps=vm["steps"])
-        return policy, value, value_opt, metrics
+        return policy, value, value_opt, with_value_metrics(metrics, vm)
 
     def close(self) -> None:
         """Stop the worker threads (they also stop with the interpreter)."""

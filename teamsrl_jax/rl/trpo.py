@@ -66,7 +66,8 @@ def conjugate_gradient(mvp: Callable[[jax.Array], jax.Array], b: jax.Array, iter
         return x, r, r + (rr_new / rr) * p, rr_new
 
     def body(_, carry):
-        return jax.lax.cond(carry[3] >= tol, iterate, lambda c: c, carry)
+        # r.r == 0 means solved exactly: stop even at tol = 0 (another iteration would divide 0 by 0)
+        return jax.lax.cond((carry[3] >= tol) & (carry[3] > 0), iterate, lambda c: c, carry)
 
     x, _, _, rr = jax.lax.fori_loop(0, iters, body, (jnp.zeros_like(b), b, b, jnp.dot(b, b)))
     return x, rr

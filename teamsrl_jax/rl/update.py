@@ -52,5 +52,10 @@ def rl_update(policy_def: nnx.GraphDef, value_def: nnx.GraphDef, cfg: RLConfig, 
     value, value_opt, vm = fit_value(value_def, cfg.value, value, value_opt, obs, targets.reshape(-1), key)
     policy, metrics = trpo_update(policy_def, cfg.trpo, policy, TRPOBatch(obs, rollout.actions.reshape(-1),
                                                                          adv.reshape(-1)))
-    metrics.update(value_loss_before=vm["loss_before"], value_loss_after=vm["loss_after"], value_steps=vm["steps"])
-    return policy, value, value_opt, metrics
+    return policy, value, value_opt, with_value_metrics(metrics, vm)
+
+
+def with_value_metrics(metrics: dict, value_metrics: dict) -> dict:
+    """The TRPO step's metrics plus the value fit's, as ``value_loss_before``, ``value_loss_after``, ``value_steps``."""
+    return dict(metrics, value_loss_before=value_metrics["loss_before"], value_loss_after=value_metrics["loss_after"],
+                value_steps=value_metrics["steps"])

@@ -33,6 +33,9 @@ def test_cg_solves_spd_system(x64):
     # ikostrikov stops once r.r < tol: with a loose tolerance fewer iterations run and the residual shows it
     x_loose, rr_loose = conjugate_gradient(lambda v: jnp.asarray(a) @ v, jnp.asarray(b), 40, 1e-2)
     assert 1e-6 < float(rr_loose) < 1e-2
+    # tolerance 0 and an exact solution (b = 0): x = 0, not 0/0
+    x0, rr0 = conjugate_gradient(lambda v: jnp.asarray(a) @ v, jnp.zeros(12), 10, 0.0)
+    assert np.all(np.asarray(x0) == 0.0) and float(rr0) == 0.0
 
 
 @pytest.mark.parametrize("kind", ["categorical", "gaussian_argmax"])
