@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from teamsrl_jax.fileio import atomic_write_bytes  # noqa: E402
 
 
 def _smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -44,8 +47,10 @@ def plot_training(rows: list[dict[str, Any]], path: str | os.PathLike, title: st
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("share of chosen operations")
     ax2.set_xlabel("iteration")
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix[1:] or None, dpi=110)   # format from the suffix, as savefig(path)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
