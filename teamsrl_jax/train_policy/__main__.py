@@ -61,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = dict(TRAIN_PRESETS[args.preset])
     values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
-    extra = {"latency_s": args.sim_latency, "concurrency": args.concurrency} if args.backend == "simulated" else {}
+    extra = {"latency_s": args.sim_latency} if args.backend == "simulated" else {}
     values["backend"] = BackendConfig(
         kind=args.backend, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
         concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
@@ -84,7 +84,8 @@ def train_and_report(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             if cfg.eval_episodes and trainer.env.held_out_seeds is not None:
                 comparison = compare_policies(trainer.agent, backend, trainer.env.config, trainer.env.held_out_seeds,
                                               episodes=cfg.eval_episodes, chains=cfg.eval_chains,
-                                              include_fixed=cfg.eval_fixed, seed=trainer.env.config.seed)
+                                              include_fixed=cfg.eval_fixed, seed=trainer.env.config.seed,
+                                              operations=trainer.env.operations)
         finally:
             trainer.close()
         plot_training(rows, out / "training.png", title=f"train_policy ({cfg.preset}, {backend.name})")

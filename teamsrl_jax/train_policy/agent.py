@@ -52,7 +52,6 @@ class Agent:
 
     def __init__(self, config: RLConfig, obs_dim: int, num_actions: int):
         self.config = config
-        self.num_actions = num_actions
         if "float64" in (config.policy.dtype, config.value.dtype) and not jax.config.jax_enable_x64:
             raise ValueError("RLConfig asks for float64 networks: enable jax_enable_x64 before building the agent "
                              "(the train_policy CLI does this for you)")
@@ -63,21 +62,18 @@ class Agent:
         self.state = AgentState(policy=policy, value=value, value_opt=value_fit_init(config.value, value),
                                 norm=norm_init(obs_dim, dtype), key=jax.random.key_data(jax.random.key(config.seed)))
         self._act = jax.jit(functools.partial(_act, self.policy_def, config),
-                            static_argnames=("update_norm", "deterministic"))
+                            static_argnames=("update_norm",))
         self._policy_step = jax.jit(functools.partial(_policy_step, self.policy_def, self.value_def, config))
         self._fit_value = jax.jit(functools.partial(fit_value, self.value_def, config.value))
         self._pending: tuple | None = None   # (obs, targets, key) of a value fit not dispatched yet
 
-    def act(self, obs: np.ndarray, *, update_norm: bool = True, deterministic: bool = False,
-            bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Actions [N] for raw observations [N, D], and the normalised observations the policy saw.
+    def act(self, obs: np.ndarray, *, update_norm: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Sampled actions [N] for raw observations [N, D], and the normalised observations the policy saw.
 
         ``update_norm`` pushes ``obs`` into the running statistics first (training; the original does this
-        for every observation); evaluation passes False. ``bias`` overrides the configured action bias."""
-        bias = None if bias is None else jnp.asarray(bias, self.state.norm.mean.dtype)
+        for every observation); evaluation passes False."""
         actions, obs_n, norm, key = self._act(self.state.policy, self.state.norm, self.state.key,
-                                              jnp.asarray(obs), bias, update_norm=update_norm,
-                                              deterministic=deterministic)
+                                              jnp.asarray(obs), update_norm=update_norm)
         self.state = self.state._replace(norm=norm, key=key)
         return np.asarray(actions), np.asarray(obs_n)
 
@@ -105,14 +101,14 @@ class Agent:
         self.state, self._pending = _as_state(state), None
 
 
-def _act(policy_def, config: RLConfig, policy, norm, key, obs, bias, *, update_norm: bool, deterministic: bool):
+def _act(policy_def, config: RLConfig, policy, norm, key, obs, *, update_norm: bool):
     if config.normalize_obs:
         if update_norm:
             norm = norm_update(norm, obs)
         obs = norm_apply(norm, obs, config.obs_clip)
     obs = obs.astype(norm.mean.dtype)
     key, sub = jax.random.split(jax.random.wrap_key_data(key))
-    actions = nnx.merge(policy_def, policy).act(obs, sub, deterministic=deterministic, bias=bias)
+    actions = nnx.merge(policy_def, policy).act(obs, sub)
     return actions, obs, norm, jax.random.key_data(key)
 
 
@@ -128,7 +124,6 @@ def _policy_step(policy_def, value_def, config: RLConfig, state: AgentState, obs
     batch = TRPOBatch(flat_obs, actions.reshape(-1), adv.reshape(-1))
     policy, pmetrics = trpo_update(policy_def, config.trpo, state.policy, batch)
     metrics = {**{f"trpo/{k}": v for k, v in pmetrics.items()},
-               "value/error": jnp.mean((values - returns) ** 2),
-               "episode_return": jnp.sum(rewards) / jnp.maximum(jnp.sum(dones), 1)}
+               "value/error": jnp.mean((values - returns) ** 2)}
     new_state = state._replace(policy=policy, key=jax.random.key_data(key))
     return new_state, metrics, (flat_obs, returns.reshape(-1), sub)

@@ -63,8 +63,7 @@ class RunCheckpointer:
             agent=ocp.args.StandardSave(leaves),
             env_arrays=ocp.args.StandardSave(env_arrays),
             meta=ocp.args.JsonSave({**meta, "env": env_json, "env_array_keys": sorted(env_arrays)}),
-        ))
-        self.manager.wait_until_finished()
+        ))  # synchronous (enable_async_checkpointing=False): the step is complete when save returns
 
     def restore(self, iteration: int, agent_template: Any, env_template: dict[str, Any]) -> tuple[Any, dict, dict]:
         """Restore into the structure of ``agent_template`` (a freshly built agent's state) and of

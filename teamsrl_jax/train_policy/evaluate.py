@@ -9,6 +9,7 @@ policy acts by sampling, as it does when it generates data, and without updating
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -16,10 +17,11 @@ import numpy as np
 
 from teamsrl_jax.backends import Backend
 from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
+from teamsrl_jax.env.operations import OperationSet
 from teamsrl_jax.env.seeds import SeedPool
 from teamsrl_jax.train_policy.agent import Agent
 
-ActFn = Callable[[np.ndarray, int], np.ndarray]
+ActFn = Callable[[np.ndarray], np.ndarray]
 
 
 def mean_ci(values: np.ndarray) -> dict[str, Any]:
@@ -38,8 +40,8 @@ def run_episodes(env: InstructionEnv, act: ActFn, episodes: int) -> np.ndarray:
     for _ in range(episodes):
         obs = env.reset()
         total = np.zeros(env.config.num_chains)
-        for t in range(env.config.horizon):
-            obs, rewards, _, _ = env.step(act(obs, t))
+        for _ in range(env.config.horizon):
+            obs, rewards, _, _ = env.step(act(obs))
             total += rewards
         out.append(total)
         env.pop_records()
@@ -47,21 +49,26 @@ def run_episodes(env: InstructionEnv, act: ActFn, episodes: int) -> np.ndarray:
 
 
 def compare_policies(agent: Agent, backend: Backend, config: EnvConfig, held_out: SeedPool, *, episodes: int,
-                     chains: int, include_fixed: bool, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Returns ``{policy name: mean_ci(...)}`` for ``policy``, ``uniform_random`` and ``fixed:<operation>``."""
-    eval_cfg = EnvConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
-                            "num_chains": chains, "reset_chains": "fresh_seeds", "held_out_fraction": 0.0})
+                     chains: int, include_fixed: bool, seed: int = 0,
+                     operations: OperationSet | None = None) -> dict[str, dict[str, Any]]:
+    """Returns ``{policy name: mean_ci(...)}`` for ``policy``, ``uniform_random`` and ``fixed:<operation>``.
+
+    ``operations``: the operations the agent was trained with (``trainer.env.operations``); None loads them
+    from ``config``, as the training environment did."""
+    eval_cfg = dataclasses.replace(config, num_chains=chains, reset_chains="fresh_seeds", held_out_fraction=0.0)
+    if operations is None:
+        operations = (OperationSet.from_file(config.operations_file, config.operations_mode)
+                      if config.operations_file else OperationSet())
 
     def make_env() -> InstructionEnv:
-        return InstructionEnv(eval_cfg, backend, seeds=SeedPool(held_out.seeds, seed=seed))
+        return InstructionEnv(eval_cfg, backend, seeds=SeedPool(held_out.seeds, seed=seed), operations=operations)
 
     rng = np.random.default_rng(seed)
-    probe = make_env()
     policies: dict[str, ActFn] = {
-        "policy": lambda obs, t: agent.act(obs, update_norm=False)[0],
-        "uniform_random": lambda obs, t: rng.integers(0, probe.num_actions, size=chains),
+        "policy": lambda obs: agent.act(obs, update_norm=False)[0],
+        "uniform_random": lambda obs: rng.integers(0, len(operations), size=chains),
     }
     if include_fixed:
-        for k, name in enumerate(probe.operations.names):
-            policies[f"fixed:{name}"] = lambda obs, t, k=k: np.full(chains, k)
+        for k, name in enumerate(operations.names):
+            policies[f"fixed:{name}"] = lambda obs, k=k: np.full(chains, k)
     return {name: mean_ci(run_episodes(make_env(), act, episodes)) for name, act in policies.items()}

@@ -33,7 +33,7 @@ from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
 from teamsrl_jax.fileio import JsonlLog, atomic_write_json
 from teamsrl_jax.rl import RLConfig, preset as rl_preset
 from teamsrl_jax.train_policy import rollout
-from teamsrl_jax.train_policy.agent import Agent, Rollout
+from teamsrl_jax.train_policy.agent import Agent
 from teamsrl_jax.train_policy.checkpoint import RunCheckpointer
 from teamsrl_jax.train_policy.config import RESUME_KEYS, TrainConfig
 
@@ -59,13 +59,6 @@ def enable_x64_if_needed(rl: RLConfig) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1) -> tuple[Rollout, dict[str, Any]]:
-    """Run ``episodes`` full episodes of all chains with the agent's sampling policy; with ``groups`` > 1 the
-    chains are stepped in that many groups out of phase (see :mod:`teamsrl_jax.train_policy.rollout`). The
-    agent's pending value fit is dispatched once the first LLM request is in flight."""
-    return rollout.collect(env, agent, episodes, groups, in_flight=agent.fit_value)
-
-
 def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     for key in RESUME_KEYS:
@@ -83,18 +76,17 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, backend: Backend, *, resume: bool = False):
         self.cfg, self.run_dir, self.backend = cfg, Path(run_dir), backend
+        config_path = self.run_dir / "config.json"
+        if resume and config_path.exists():
+            _check_resume_config(self.run_dir, cfg)
+        elif not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
+            raise ValueError(f"{self.run_dir}: run folder already holds a run; pass --resume or choose a new --out")
         self.rl = rl_config(cfg)
         enable_x64_if_needed(self.rl)
         self.env = InstructionEnv(env_config(cfg), backend)
         self.agent = Agent(self.rl, self.env.obs_dim, self.env.num_actions)
-        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")
+        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")          # creates the run folder
         self.instructions = JsonlLog(self.run_dir / "instructions.jsonl")
-        config_path = self.run_dir / "config.json"
-        if resume and config_path.exists():
-            _check_resume_config(self.run_dir, cfg)
-        elif not resume and (self.metrics.path.exists() or (self.run_dir / "checkpoints").exists()):
-            raise ValueError(f"{self.run_dir}: run folder already holds a run; pass --resume or choose a new --out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(config_path, cfg.to_dict())
         self.checkpoints = RunCheckpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
         self.iteration = 0
@@ -137,7 +129,9 @@ class Trainer:
         """One iteration: collect, learn, log."""
         start = time.perf_counter()
         before = self.backend.accounting.total()
-        batch, stats = collect(self.env, self.agent, self.cfg.episodes_per_update, self.cfg.rollout_groups)
+        # The agent's pending value fit is dispatched once the first LLM request is in flight.
+        batch, stats = rollout.collect(self.env, self.agent, self.cfg.episodes_per_update, self.cfg.rollout_groups,
+                                       in_flight=self.agent.fit_value)
         learn = self.agent.learn(batch)
         after = self.backend.accounting.total()
         self.elapsed += time.perf_counter() - start

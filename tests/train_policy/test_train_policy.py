@@ -120,7 +120,7 @@ def test_cli_writes_summary_plot_and_refuses_reuse(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--resume" in err and "\n" not in err
-    # --resume with a different seed file is refused, naming the field.
+    # --resume with a different number of chains is refused, naming the field.
     assert main(args + ["--resume", "--num-chains", "5"]) == 2
     assert "num_chains" in capsys.readouterr().err
 
