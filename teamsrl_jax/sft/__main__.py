@@ -5,7 +5,8 @@
         --mesh fsdp=-1 [--resume]
 
 Every SFTConfig field is a flag (``--learning-rate 1e-4``, ``--no-packing``); flags override the YAML
-file, which overrides the preset. Bad configuration or data fails with one line and exit code 2.
+file, which overrides the preset. Bad configuration, data or files (any ValueError or OSError) fail with
+one line ``error: ...`` and exit code 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import sys
 import types
 import typing
 
-from teamsrl_jax.sft.config import SFTConfig, field_docs, load_config
+from teamsrl_jax.cli import field_docs, main_guard
+from teamsrl_jax.sft.config import SFTConfig, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m teamsrl_jax.sft", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file of SFTConfig fields (e.g. experiments/sft_tiny.yaml)")
-    docs = field_docs()
+    docs = field_docs(SFTConfig)
     hints = typing.get_type_hints(SFTConfig)
     for field in dataclasses.fields(SFTConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -45,22 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "jax._src", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from teamsrl_jax.model.hf_io import CheckpointError
-    from teamsrl_jax.model.sharding import maybe_initialize_distributed
-    from teamsrl_jax.sft.config import ConfigError
-    from teamsrl_jax.sft.records import DataError
+    def run() -> None:
+        from teamsrl_jax.model.sharding import maybe_initialize_distributed
 
-    try:
         cfg = load_config(yaml_path, overrides)
         maybe_initialize_distributed()  # multi-host (TPU pods, SLURM): before anything touches devices
         from teamsrl_jax.sft.trainer import train
 
         summary = train(cfg)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items() if v is not None))
-    return 0
+        print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in summary.items() if v is not None))
+
+    return main_guard(run)
 
 
 if __name__ == "__main__":

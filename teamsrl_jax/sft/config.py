@@ -14,8 +14,6 @@ import typing
 
 import yaml
 
-from teamsrl_jax import cli
-
 
 class ConfigError(ValueError):
     """A bad configuration value or file; the message is one line."""
@@ -128,11 +126,6 @@ CHOICES = {
     "preset": (None, *PRESETS), "data_format": ("jsonl", "tfds"), "lr_schedule": ("cosine", "linear", "constant"),
     "dtype": ("float32", "bfloat16"), "param_dtype": ("float32", "bfloat16"), "remat": ("none", "full", "dots"),
 }
-
-
-def field_docs() -> dict[str, str]:
-    """The docstring under each field of SFTConfig (for --help)."""
-    return cli.field_docs(SFTConfig)
 
 
 def _coerce(name: str, value, where: str):

@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from teamsrl_jax.sft.config import PRESETS, ConfigError, SFTConfig, field_docs, load_config
+from teamsrl_jax.cli import field_docs
+from teamsrl_jax.sft.config import PRESETS, ConfigError, SFTConfig, load_config
 from teamsrl_jax.sft.optim import decay_mask, lr_schedule
 
 
@@ -20,7 +21,7 @@ def test_precedence_defaults_preset_yaml_flags(tmp_path):
 
 
 def test_every_field_has_a_docstring():
-    docs = field_docs()
+    docs = field_docs(SFTConfig)
     assert [f.name for f in dataclasses.fields(SFTConfig) if not docs.get(f.name)] == []
 
 
@@ -52,3 +53,23 @@ def test_weight_decay_mask_skips_norms_and_embeddings():
     mask = decay_mask(params, ("norm", "bias", "embed"))
     assert mask == {"embed_tokens": {"embedding": False},
                     "layers": {0: {"input_layernorm": {"scale": False}, "mlp": {"up_proj": {"kernel": True}}}}}
+
+
+def test_resume_check_names_data_stream_fields_and_allows_the_rest():
+    from teamsrl_jax.sft.trainer import check_resumable
+
+    saved = dataclasses.asdict(load_config(None, {"preset": "tiny", "data": "d.jsonl"}))
+    longer = load_config(None, {"preset": "tiny", "data": "/elsewhere/d.jsonl", "max_steps": "99", "epochs": "4",
+                                "grad_accum_steps": "2", "checkpoint_every": "7", "log_every": "5",
+                                "eval_every": "3", "learning_rate": "1e-4", "mesh": "fsdp=-1"})
+    check_resumable(saved, longer)  # run length, accumulation, bookkeeping, optimiser, paths: allowed
+    changed = load_config(None, {"preset": "tiny", "data": "d.jsonl", "max_length": "128",
+                                 "packing": "false", "eval_count": "8", "seed": "3", "global_batch_size": "16"})
+    with pytest.raises(ConfigError) as e:
+        check_resumable(saved, changed)
+    message = str(e.value)
+    assert "\n" not in message
+    for want in ("max_length 256 -> 128", "packing True -> False", "eval_count 16 -> 8", "seed 0 -> 3",
+                 "global_batch_size 8 -> 16"):
+        assert want in message
+    assert "learning_rate" not in message
