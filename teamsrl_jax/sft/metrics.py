@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 
 import jax
+
+from teamsrl_jax.fileio import JsonlLog
 
 # Dense bf16 peak FLOP/s per device (no sparsity), matched as lowercase substrings of device_kind.
 PEAK_FLOPS = (
@@ -33,33 +34,29 @@ def mfu(flops_per_token: float, tokens_per_s: float, num_devices: int, peak: flo
 
 
 class MetricsWriter:
-    """Appends one JSON object per call to ``out/metrics.jsonl``; mirrors scalars to TensorBoard when
-    ``tensorboardX`` is importable (flax's writer needs TensorFlow, which is not installed here)."""
+    """Appends one JSON object per call to ``out/metrics.jsonl`` (a :class:`~teamsrl_jax.fileio.JsonlLog`);
+    mirrors scalars to TensorBoard when ``tensorboardX`` is importable (flax's writer needs TensorFlow,
+    which is not installed here). Only process 0 writes; the others' calls do nothing."""
 
     def __init__(self, out: str | pathlib.Path, *, tensorboard: bool = True, truncate_after: int | None = None):
-        self.path = pathlib.Path(out) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if truncate_after is not None and self.path.exists():
-            self._truncate(truncate_after)
+        """``truncate_after``: drop the records past this step first (a resumed run writes them again),
+        and a torn last line a kill left behind."""
+        self.log = JsonlLog(pathlib.Path(out) / "metrics.jsonl")
+        self.enabled = jax.process_index() == 0
+        if self.enabled and truncate_after is not None:
+            self.log.truncate("step", truncate_after + 1)
         self.tb = None
-        if tensorboard and jax.process_index() == 0:
+        if tensorboard and self.enabled:
             try:
                 from tensorboardX import SummaryWriter
                 self.tb = SummaryWriter(str(pathlib.Path(out) / "tensorboard"))
             except ImportError:
                 log.info("tensorboardX is not installed: metrics go to metrics.jsonl only")
 
-    def _truncate(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run writes them again)."""
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
-
     def write(self, step: int, metrics: dict) -> None:
-        if jax.process_index() != 0:
+        if not self.enabled:
             return
-        record = {"step": step, **metrics}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.log.append({"step": step, **metrics})
         if self.tb is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
