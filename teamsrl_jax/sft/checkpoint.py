@@ -1,5 +1,5 @@
 """Orbax checkpoints of a run: arrays (params, optimizer state) plus JSON metadata (step, data position,
-seed, config). The train step draws no random numbers, so that is all an exact resume needs.
+config). The train step draws no random numbers, so that is all an exact resume needs.
 Asynchronous where enabled; the newest ``keep`` are kept."""
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ has no other randomness (no dropout).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 import time
@@ -19,6 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from teamsrl_jax.fileio import atomic_write_json
 from teamsrl_jax.model import Llama, LlamaConfig, init_model, load_pretrained, save_pretrained
 from teamsrl_jax.model.hf_io import load_tokenizer
 from teamsrl_jax.model.sharding import MeshConfig, host_local_batch_to_global, logical_sharding, make_mesh
@@ -175,9 +175,30 @@ def setup(cfg: SFTConfig) -> Run:
     return Run(cfg, mesh, *compiled, loader, eval_loader, config, tokenizer, steps)
 
 
+# Fields that fix which rows step n trains on (the split, the packing, the order, the batch): a checkpoint's
+# data position means nothing under other values. The rest may change on resume: the run's length
+# (max_steps, epochs, stop_after), how the batch is computed (grad_accum_steps sums to the same update,
+# mesh, remat), bookkeeping (log/eval/checkpoint intervals, outputs) and the optimiser's settings.
+# Paths (model, data, out) are not compared: files may move between machines.
+DATA_STREAM_FIELDS = ("preset", "max_length", "packing", "eval_fraction", "eval_count", "seed", "global_batch_size")
+
+
+def check_resumable(saved: dict, cfg: SFTConfig) -> None:
+    """ConfigError naming every data-stream field whose value in ``cfg`` differs from ``saved`` (the
+    checkpointed run's config as a dict)."""
+    current = dataclasses.asdict(cfg)
+    differ = [f"{k} {saved[k]!r} -> {current[k]!r}"
+              for k in DATA_STREAM_FIELDS if k in saved and saved[k] != current[k]]
+    if differ:
+        raise ConfigError(f"cannot resume: the checkpoint was trained with other data settings ({', '.join(differ)}); "
+                          f"use the checkpoint's values or a new --out")
+
+
 def restore(run: Run, ckpt: Checkpointer) -> None:
-    """Loads params, optimizer state, step and data position from the newest checkpoint into ``run``."""
+    """Loads params, optimizer state, step and data position from the newest checkpoint into ``run``;
+    a ConfigError when the current config would read another data stream (``check_resumable``)."""
     arrays, meta = ckpt.restore(abstract_like({"params": run.params, "opt_state": run.opt_state}))
+    check_resumable(meta.get("config", {}), run.cfg)
     run.params, run.opt_state = arrays["params"], arrays["opt_state"]
     run.step = int(meta["step"])
     run.loader.set_position(meta["data_position"])
@@ -185,8 +206,7 @@ def restore(run: Run, ckpt: Checkpointer) -> None:
 
 
 def save(run: Run, ckpt: Checkpointer) -> None:
-    meta = {"step": run.step, "data_position": run.loader.position, "seed": run.cfg.seed,
-            "config": dataclasses.asdict(run.cfg)}
+    meta = {"step": run.step, "data_position": run.loader.position, "config": dataclasses.asdict(run.cfg)}
     ckpt.save(run.step, {"params": run.params, "opt_state": run.opt_state}, meta)
 
 
@@ -270,5 +290,5 @@ def train(cfg: SFTConfig) -> dict:
         model = nnx.merge(run.graphdef, run.params, run.rest)
         save_pretrained(model, out / "final", config=run.config, tokenizer=run.tokenizer)
     if jax.process_index() == 0:
-        (out / "summary.json").write_text(json.dumps({"step": run.step, **last}, indent=2) + "\n")
+        atomic_write_json(out / "summary.json", {"step": run.step, **last})
     return {"step": run.step, **last}

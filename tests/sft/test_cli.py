@@ -58,11 +58,19 @@ def test_cli_tiny_preset_writes_metrics_checkpoints_and_hf_export(full_run):
         assert torch.isfinite(model(ids).logits).all()
 
 
-def test_resumed_run_reproduces_uninterrupted_losses(full_run, data_file, tmp_path):
+def test_resumed_run_reproduces_uninterrupted_losses(full_run, data_file, tmp_path, capsys):
     common = [*ARGS, "--data", str(data_file), "--out", str(tmp_path), "--no-export"]
     assert main([*common, "--stop-after", "3"]) == 0
     assert sorted(losses(tmp_path)) == [1, 2, 3]
-    assert main([*common, "--resume"]) == 0
+    # another data stream (batch, seed) cannot continue this checkpoint: one line naming the fields
+    capsys.readouterr()
+    assert main([*common, "--resume", "--global-batch-size", "16", "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot resume") and "\n" not in err
+    assert "global_batch_size 8 -> 16" in err and "seed 0 -> 1" in err and "max_length" not in err
+    assert sorted(losses(tmp_path)) == [1, 2, 3]  # the refused resume wrote nothing
+    # bookkeeping may change on resume
+    assert main([*common, "--resume", "--checkpoint-every", "6", "--keep-checkpoints", "3"]) == 0
     assert losses(tmp_path) == losses(full_run)  # bitwise: same floats in metrics.jsonl
 
 
@@ -76,6 +84,12 @@ def test_bad_options_fail_in_one_line(data_file, tmp_path, capsys, extra, want):
     assert main([*ARGS, "--data", str(data_file), "--out", str(tmp_path), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and want in err and "\n" not in err
+
+
+def test_value_error_outside_config_checks_exits_2_in_one_line(data_file, tmp_path, capsys):
+    # the eval split takes every example: a plain ValueError from the data pipeline, not a ConfigError
+    assert main([*ARGS, "--data", str(data_file), "--out", str(tmp_path), "--eval-count", "48"]) == 2
+    assert capsys.readouterr().err.strip() == "error: eval split of 48 examples leaves no training data out of 48"
 
 
 def test_bad_data_record_fails_with_file_and_line(tmp_path, capsys):
