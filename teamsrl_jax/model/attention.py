@@ -4,8 +4,8 @@ Shapes: B batch, L query length, S key length (= L, or the cache length), D hidd
 K key/value heads, G = N / K query heads per kv head, H head dim.
 
 Masking: query i sees key j when both carry the same non-zero segment id and j is not later than i
-(and, with a sliding window W, i - j < W). Segment id 0 marks padding. Positions for rope come from
-the caller, so packed sequences restart their positions per segment.
+(and, with a sliding window W, i - j < W). Segment id 0 marks padding. Rope's cos/sin come from the
+caller (computed once per forward from the positions), so packed sequences restart their positions per segment.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from flax import nnx
 
 from teamsrl_jax.model.config import LlamaConfig
 from teamsrl_jax.model.layers import Proj
-from teamsrl_jax.model.rope import apply_rope, inverse_frequencies
+from teamsrl_jax.model.rope import apply_rope
 from teamsrl_jax.model.sharding import shard_activation
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite, so fully masked (padding) rows stay NaN-free
@@ -84,14 +84,14 @@ class Attention(nnx.Module):
         self.o_proj = Proj((N, H), (D,), ("heads", "head_dim", "embed"), bias=config.o_bias, bias_axes=("norm",), **kw)
         self.config = config
 
-    def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, layer_cache=None):
-        """Returns (out [B, L, D], this layer's updated (k, v) cache or None). ``layer_cache`` is
+    def __call__(self, x_BxLxD, rope_BxLx1xH, mask_BxLxS, layer_cache=None):
+        """Returns (out [B, L, D], this layer's updated (k, v) cache or None). ``rope_BxLx1xH`` is the
+        (cos, sin) pair of the tokens' positions (``rope.rope_cos_sin``). ``layer_cache`` is
         (k [B, S, K, H], v [B, S, K, H], end): this call's keys/values are written at slots end..end+L-1
         and the queries attend over all S slots through ``mask_BxLxS``."""
         config = self.config
-        inv_freq = inverse_frequencies(config.head_size, config.rope_theta, config.rope_scaling)
-        q_BxLxNxH = apply_rope(self.q_proj(x_BxLxD), positions_BxL, inv_freq)
-        k_BxSxKxH = apply_rope(self.k_proj(x_BxLxD), positions_BxL, inv_freq)
+        q_BxLxNxH = apply_rope(self.q_proj(x_BxLxD), *rope_BxLx1xH)
+        k_BxSxKxH = apply_rope(self.k_proj(x_BxLxD), *rope_BxLx1xH)
         v_BxSxKxH = self.v_proj(x_BxLxD)
         q_BxLxNxH = shard_activation(q_BxLxNxH, ("batch", "length", "heads", "head_dim"))
         new_cache = None

@@ -14,6 +14,7 @@ from flax import nnx
 from teamsrl_jax.model.attention import Attention, KVCache, attention_mask
 from teamsrl_jax.model.config import LlamaConfig
 from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm, matmul_2d
+from teamsrl_jax.model.rope import inverse_frequencies, rope_cos_sin
 from teamsrl_jax.model.sharding import logical_sharding, shard_activation
 
 # jax.checkpoint policies per LlamaConfig.remat. "dots" keeps the weight matmuls' outputs (no batch
@@ -31,15 +32,15 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.mlp = MLP(config.hidden_size, config.intermediate_size, rngs=rngs, **kw)
 
-    def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, layer_cache=None):
-        h_BxLxD, new_cache = self.self_attn(self.input_layernorm(x_BxLxD), positions_BxL, mask_BxLxS, layer_cache)
+    def __call__(self, x_BxLxD, rope_BxLx1xH, mask_BxLxS, layer_cache=None):
+        h_BxLxD, new_cache = self.self_attn(self.input_layernorm(x_BxLxD), rope_BxLx1xH, mask_BxLxS, layer_cache)
         x_BxLxD = x_BxLxD + h_BxLxD
         x_BxLxD = x_BxLxD + self.mlp(self.post_attention_layernorm(x_BxLxD))
         return shard_activation(x_BxLxD, ("batch", "length", "embed")), new_cache
 
 
-def _layer_forward(layer, x_BxLxD, positions_BxL, mask_BxLxS):
-    return layer(x_BxLxD, positions_BxL, mask_BxLxS)[0]
+def _layer_forward(layer, x_BxLxD, rope_BxLx1xH, mask_BxLxS):
+    return layer(x_BxLxD, rope_BxLx1xH, mask_BxLxS)[0]
 
 
 class Llama(nnx.Module):
@@ -77,17 +78,19 @@ class Llama(nnx.Module):
         kv_segment_ids_BxS = segment_ids_BxL if cache is None else jax.lax.dynamic_update_slice(
             cache.segment_ids, segment_ids_BxL.astype(jnp.int32), (0, offset))
         mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, self.config.sliding_window)
+        inv_freq = inverse_frequencies(self.config.head_size, self.config.rope_theta, self.config.rope_scaling)
+        rope_BxLx1xH = rope_cos_sin(positions_BxL, inv_freq)  # once, for every layer's q and k
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             if cache is not None:
-                x_BxLxD, (k, v) = layer(x_BxLxD, positions_BxL, mask_BxLxS, (cache.k[i], cache.v[i], offset))
+                x_BxLxD, (k, v) = layer(x_BxLxD, rope_BxLx1xH, mask_BxLxS, (cache.k[i], cache.v[i], offset))
                 new_k.append(k)
                 new_v.append(v)
             elif self.config.remat != "none":
                 remat_forward = nnx.remat(_layer_forward, policy=_REMAT_POLICIES[self.config.remat])
-                x_BxLxD = remat_forward(layer, x_BxLxD, positions_BxL, mask_BxLxS)
+                x_BxLxD = remat_forward(layer, x_BxLxD, rope_BxLx1xH, mask_BxLxS)
             else:
-                x_BxLxD = layer(x_BxLxD, positions_BxL, mask_BxLxS)[0]
+                x_BxLxD = layer(x_BxLxD, rope_BxLx1xH, mask_BxLxS)[0]
         x_BxLxD = self.norm(x_BxLxD)
         if self.lm_head is None:
             logits_BxLxV = self.embed_tokens.attend(x_BxLxD)

@@ -44,12 +44,19 @@ def _llama3_scale(inv_freq, factor, low_freq_factor, high_freq_factor, original_
     return np.where(is_medium, interpolated, scaled)
 
 
-def apply_rope(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """Rotates each head vector by its position: x·cos + rotate_half(x)·sin, computed in float32."""
+def rope_cos_sin(positions_BxL: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin), each [B, L, 1, H] float32, of the angles position·inv_freq (duplicated over both halves):
+    computed once per forward pass and shared by q and k of every layer."""
     angles_BxLxh = positions_BxL[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
     angles_BxLx1xH = jnp.concatenate([angles_BxLxh, angles_BxLxh], axis=-1)[:, :, None, :]
+    return jnp.cos(angles_BxLx1xH), jnp.sin(angles_BxLx1xH)
+
+
+def apply_rope(x_BxLxNxH: jax.Array, cos_BxLx1xH: jax.Array, sin_BxLx1xH: jax.Array) -> jax.Array:
+    """Rotates each head vector by its position: x·cos + rotate_half(x)·sin, computed in float32
+    (``cos``/``sin`` from :func:`rope_cos_sin`)."""
     x = x_BxLxNxH.astype(jnp.float32)
     x1, x2 = jnp.split(x, 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
-    out = x * jnp.cos(angles_BxLx1xH) + rotated * jnp.sin(angles_BxLx1xH)
+    out = x * cos_BxLx1xH + rotated * sin_BxLx1xH
     return out.astype(x_BxLxNxH.dtype)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from teamsrl_jax.model.rope import apply_rope, inverse_frequencies
+from teamsrl_jax.model.rope import apply_rope, inverse_frequencies, rope_cos_sin
 
 
 @pytest.mark.parametrize("rope", [
@@ -33,7 +33,7 @@ def test_apply_rope_rotates_half_pairs_and_preserves_norm():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 3, 2, 8)), jnp.float32)
     positions = jnp.array([[0, 1, 5]])
     inv_freq = inverse_frequencies(8, 10000.0)
-    out = np.asarray(apply_rope(x, positions, inv_freq))
+    out = np.asarray(apply_rope(x, *rope_cos_sin(positions, inv_freq)))
     np.testing.assert_allclose(out[0, 0], np.asarray(x[0, 0]), rtol=1e-6)  # position 0: identity
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.linalg.norm(np.asarray(x), axis=-1), rtol=1e-5)
     # dims i and i + H/2 rotate together by angle p * inv_freq[i]
