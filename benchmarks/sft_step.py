@@ -32,7 +32,7 @@ import numpy as np
 from teamsrl_jax.model import LlamaConfig, init_model
 from teamsrl_jax.model.sharding import MeshConfig, host_local_batch_to_global, make_mesh
 from teamsrl_jax.sft.config import SFTConfig
-from teamsrl_jax.sft.metrics import peak_flops
+from teamsrl_jax.sft.metrics import mfu, peak_flops
 from teamsrl_jax.sft.optim import make_optimizer
 from teamsrl_jax.sft.trainer import BATCH_SPEC, compile_steps
 
@@ -156,10 +156,9 @@ def gpu_mfu(warmup: int, steps: int, batch_rows: int = 4, seq: int = 2048) -> di
     config = LlamaConfig.preset("1b", dtype="bfloat16", param_dtype="float32", attention_impl="jax")
     times = interleaved_times({"jax": jax_step(config, make_batch(batch_rows, seq, config.vocab_size))}, warmup, steps)
     tokens_per_s = batch_rows * seq / statistics.median(w for w, _ in times["jax"])
-    peak = peak_flops()
     return {"gpu_model": "1b", "gpu_seq_len": seq, "gpu_batch": batch_rows, "gpu_tokens_per_s": tokens_per_s,
             "gpu_device": jax.devices()[0].device_kind,
-            "gpu_mfu": config.flops_per_token(seq) * tokens_per_s / peak if peak else None}
+            "gpu_mfu": mfu(config.flops_per_token(seq), tokens_per_s, 1, peak_flops())}
 
 
 def main(argv=None) -> dict:
@@ -204,9 +203,9 @@ def main(argv=None) -> dict:
               f"{result['jax_matmul_cpu_s']:.2f} CPU s, PyTorch {result['torch_matmul_cpu_s']:.2f} CPU s; so no step "
               f"with XLA's products beats the PyTorch step by more than {result['speedup_bound']:.2f}x in CPU time")
     if "gpu_mfu" in result:
-        mfu = "n/a" if result["gpu_mfu"] is None else f"{100 * result['gpu_mfu']:.1f}%"
+        mfu_text = "n/a" if result["gpu_mfu"] is None else f"{100 * result['gpu_mfu']:.1f}%"
         print(f"  GPU {result['gpu_device']}: 1b @ {result['gpu_seq_len']} bf16: "
-              f"{result['gpu_tokens_per_s']:,.0f} tokens/s, MFU {mfu}")
+              f"{result['gpu_tokens_per_s']:,.0f} tokens/s, MFU {mfu_text}")
     if args.json:
         print(json.dumps(result))
     return result
