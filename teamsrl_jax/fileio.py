@@ -14,12 +14,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+_UMASK = os.umask(0o022)  # read once (setting it is the only way), then put back
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file owner-only: give it the mode of the file it replaces, or the umask's default
+        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -78,7 +83,7 @@ class JsonlLog:
         line elsewhere is an error. Returns the number of rows kept."""
         if not self.path.exists():
             return 0
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        lines = self.path.read_text(encoding="utf-8").split("\n")  # not splitlines(): rows may hold U+2028 etc.
         kept = []
         for i, line in enumerate(lines, 1):
             if not line.strip():
