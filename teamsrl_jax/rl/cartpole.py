@@ -206,8 +206,7 @@ def train(cfg: CartPoleConfig) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(CartPoleConfig, argv)
     rl = cfg.rl_config()
-    if "float64" in (rl.policy.dtype, rl.value.dtype):
-        jax.config.update("jax_enable_x64", True)
+    rl.enable_x64_if_needed()
     out = train(cfg)
     solved = out["solved_at_step"]
     print(f"steps: {out['steps']}  final mean return: {out['final_mean_return']:.1f}  "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import jax
+
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 INITS = ("orthogonal", "torch")
 DTYPES = ("float32", "float64")
@@ -178,6 +180,12 @@ class RLConfig:
         _check_positive(self, "obs_clip")
         if not isinstance(self.seed, int) or self.seed < 0:
             _fail(self, "seed", "must be a non-negative int", self.seed)
+
+    def enable_x64_if_needed(self) -> None:
+        """Switch on ``jax_enable_x64`` when a network is float64 (the paper preset, as the original); JAX needs
+        the flag before any array is made."""
+        if "float64" in (self.policy.dtype, self.value.dtype):
+            jax.config.update("jax_enable_x64", True)
 
 
 PRESETS: dict[str, RLConfig] = {

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 from tqdm.auto import tqdm
 
 from teamsrl_jax.backends import Backend
@@ -53,12 +52,6 @@ def env_config(cfg: TrainConfig, **overrides: Any) -> EnvConfig:
     return EnvConfig.from_preset(cfg.preset, **{**fields, **overrides})
 
 
-def enable_x64_if_needed(rl: RLConfig) -> None:
-    """The paper preset runs in float64, as the original; JAX needs the flag before any array is made."""
-    if "float64" in (rl.policy.dtype, rl.value.dtype):
-        jax.config.update("jax_enable_x64", True)
-
-
 def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     for key in RESUME_KEYS:
@@ -82,7 +75,7 @@ class Trainer:
         elif not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
             raise ValueError(f"{self.run_dir}: run folder already holds a run; pass --resume or choose a new --out")
         self.rl = rl_config(cfg)
-        enable_x64_if_needed(self.rl)
+        self.rl.enable_x64_if_needed()
         self.env = InstructionEnv(env_config(cfg), backend)
         self.agent = Agent(self.rl, self.env.obs_dim, self.env.num_actions)
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")          # creates the run folder
