@@ -55,6 +55,9 @@ class SamplingParams:
     """Optional system message sent before the user prompt."""
     seed: int | None = None
     """Sampling seed for servers that honour one."""
+    logprobs: int | None = None
+    """Return, for each generated token, its log-probability and the ``logprobs`` most likely alternatives
+    at that position (OpenAI's ``logprobs=True, top_logprobs=N``; at most 20). None: not requested."""
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:  # also rejects NaN
@@ -67,11 +70,29 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.top_k must be None or an integer >= 1, got {self.top_k!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
             raise ValueError(f"SamplingParams.stop must be a tuple of strings, got {self.stop!r}")
+        if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)
+                                          or not 0 <= self.logprobs <= 20):
+            raise ValueError(f"SamplingParams.logprobs must be None or an integer in [0, 20], got {self.logprobs!r}")
         object.__setattr__(self, "stop", tuple(self.stop))  # accept lists; keep the dataclass hashable
 
     def cache_key(self) -> str:
         """Canonical JSON of all fields (sorted keys, no whitespace): equal params give equal strings."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if fields["logprobs"] is None:  # keys written before the field existed stay valid
+            del fields["logprobs"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability under the model, and the most likely alternatives."""
+
+    token: str
+    """The generated token's text."""
+    logprob: float
+    """Its natural-log probability."""
+    top: tuple[tuple[str, float], ...] = ()
+    """The ``SamplingParams.logprobs`` most likely tokens at this position, (text, logprob), most likely first."""
 
 
 @dataclass
@@ -87,6 +108,8 @@ class Completion:
     """Why generation stopped ("stop", "length", ...), as reported."""
     cached: bool = False
     """True when this came from the on-disk cache rather than from the model."""
+    logprobs: list[TokenLogprob] | None = None
+    """Per generated token, when ``SamplingParams.logprobs`` asked for them and the backend returns them."""
 
 
 def check_role(role: str) -> None:
