@@ -34,7 +34,8 @@ class KVCache:
     segment_ids: jax.Array
     """[B, S] int32 segment id of each slot; 0 = empty or padding (never attended)."""
     end: jax.Array
-    """[] int32: slots [0, end) are filled; the next call writes from here."""
+    """[] or [B] int32: slots [0, end) are filled; the next call writes from here (one end per row when
+    rows advance independently, as in the inference engine's continuous batching)."""
 
     @classmethod
     def zeros(cls, config: LlamaConfig, batch: int, max_len: int, dtype) -> KVCache:
@@ -46,16 +47,26 @@ class KVCache:
 
 def attention_mask(q_segment_ids_BxL, kv_segment_ids_BxS, q_offset=0, sliding_window=None):
     """[B, L, S] bool: same non-zero segment, causal in slot order, optionally within the window.
-    Query i sits at slot ``q_offset + i`` among the S key slots."""
+    Query i sits at slot ``q_offset + i`` among the S key slots; ``q_offset`` is a scalar or one per row [B]."""
     L, S = q_segment_ids_BxL.shape[1], kv_segment_ids_BxS.shape[1]
-    q_slot_Lx1 = (q_offset + jnp.arange(L))[:, None]
-    k_slot_1xS = jnp.arange(S)[None, :]
-    visible_LxS = k_slot_1xS <= q_slot_Lx1
+    q_slot_BxLx1 = (jnp.reshape(q_offset, (-1, 1)) + jnp.arange(L)[None, :])[:, :, None]
+    k_slot_1x1xS = jnp.arange(S)[None, None, :]
+    visible_BxLxS = k_slot_1x1xS <= q_slot_BxLx1
     if sliding_window:
-        visible_LxS &= q_slot_Lx1 - k_slot_1xS < sliding_window
+        visible_BxLxS &= q_slot_BxLx1 - k_slot_1x1xS < sliding_window
     q_seg_BxLx1 = q_segment_ids_BxL[:, :, None]
     same_BxLxS = (q_seg_BxLx1 == kv_segment_ids_BxS[:, None, :]) & (q_seg_BxLx1 != 0)
-    return same_BxLxS & visible_LxS[None]
+    return same_BxLxS & visible_BxLxS
+
+
+def write_rows(cache_BxS, new_BxL, end):
+    """``cache`` with ``new`` written at slots [end, end + L) of every row: ``end`` is a scalar, or one
+    start per row [B] (a per-row dynamic_update_slice, which XLA turns into one scatter)."""
+    new_BxL = new_BxL.astype(cache_BxS.dtype)
+    zeros = (0,) * (cache_BxS.ndim - 2)
+    if jnp.ndim(end) == 0:
+        return jax.lax.dynamic_update_slice(cache_BxS, new_BxL, (0, end, *zeros))
+    return jax.vmap(lambda c, x, e: jax.lax.dynamic_update_slice(c, x, (e, *zeros)))(cache_BxS, new_BxL, end)
 
 
 def dot_product_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS, impl="einsum"):
@@ -88,7 +99,8 @@ class Attention(nnx.Module):
         """Returns (out [B, L, D], this layer's updated (k, v) cache or None). ``rope_BxLx1xH`` is the
         (cos, sin) pair of the tokens' positions (``rope.rope_cos_sin``). ``layer_cache`` is
         (k [B, S, K, H], v [B, S, K, H], end): this call's keys/values are written at slots end..end+L-1
-        and the queries attend over all S slots through ``mask_BxLxS``."""
+        (``end`` scalar or per row [B]) and the queries attend over the first ``mask_BxLxS.shape[-1]``
+        slots (all S, or a shorter filled prefix)."""
         config = self.config
         q_BxLxNxH = apply_rope(self.q_proj(x_BxLxD), *rope_BxLx1xH)
         k_BxSxKxH = apply_rope(self.k_proj(x_BxLxD), *rope_BxLx1xH)
@@ -97,9 +109,9 @@ class Attention(nnx.Module):
         new_cache = None
         if layer_cache is not None:
             k_cache, v_cache, end = layer_cache
-            k_BxSxKxH = jax.lax.dynamic_update_slice(k_cache, k_BxSxKxH.astype(k_cache.dtype), (0, end, 0, 0))
-            v_BxSxKxH = jax.lax.dynamic_update_slice(v_cache, v_BxSxKxH.astype(v_cache.dtype), (0, end, 0, 0))
-            new_cache = (k_BxSxKxH, v_BxSxKxH)
+            new_cache = (write_rows(k_cache, k_BxSxKxH, end), write_rows(v_cache, v_BxSxKxH, end))
+            S = mask_BxLxS.shape[-1]
+            k_BxSxKxH, v_BxSxKxH = new_cache[0][:, :S], new_cache[1][:, :S]
         dtype = q_BxLxNxH.dtype
         out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype), mask_BxLxS,
                                             config.attention_impl)

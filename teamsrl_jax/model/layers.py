@@ -95,7 +95,7 @@ class Embed(nnx.Module):
         return jnp.take(self.embedding[...], ids_BxL, axis=0).astype(self.dtype)
 
     def attend(self, x_BxLxD):
-        """Logits [B, L, V] in float32 against the embedding rows."""
-        return jnp.einsum("BLD,VD->BLV", x_BxLxD, self.embedding[...].astype(self.dtype),
+        """Logits [..., V] in float32 against the embedding rows."""
+        return jnp.einsum("...D,VD->...V", x_BxLxD, self.embedding[...].astype(self.dtype),
                           preferred_element_type=jnp.float32)
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from teamsrl_jax.model.attention import Attention, KVCache, attention_mask
+from teamsrl_jax.model.attention import Attention, KVCache, attention_mask, write_rows
 from teamsrl_jax.model.config import LlamaConfig
 from teamsrl_jax.model.layers import MLP, Embed, Proj, RMSNorm, matmul_2d
 from teamsrl_jax.model.rope import inverse_frequencies, rope_cos_sin
@@ -59,25 +59,32 @@ class Llama(nnx.Module):
         """An empty KV cache for ``batch`` rows of up to ``max_len`` tokens (prompt + generated)."""
         return KVCache.zeros(self.config, batch, max_len, dtype or self.config.dtype)
 
-    def __call__(self, input_ids_BxL, *, positions_BxL=None, segment_ids_BxL=None, cache: KVCache | None = None):
+    def __call__(self, input_ids_BxL, *, positions_BxL=None, segment_ids_BxL=None, cache: KVCache | None = None,
+                 kv_len: int | None = None, return_hidden: bool = False):
         """Logits [B, L, V] in float32; with ``cache`` returns (logits, updated cache).
 
         positions_BxL: rope positions, default 0..L-1 (continuing from ``cache.end`` with a cache);
         pass per-segment positions for packed rows and per-row positions for left-padded prompts.
         segment_ids_BxL: tokens attend causally within equal non-zero ids; 0 = padding. Default all 1.
-        cache: writes this call's keys/values at slots [cache.end, cache.end + L) and attends over all
-        filled slots (a prefill of the prompt, then one-token steps).
+        cache: writes this call's keys/values at slots [cache.end, cache.end + L) (``cache.end`` a scalar or
+        one per row) and attends over the filled slots (a prefill of the prompt, then one-token steps).
+        kv_len: with a cache, attend over its first ``kv_len`` slots only (static; every row's filled slots
+        must lie inside), so a decode step reads only the part of a long cache in use.
+        return_hidden: return the final normalised hidden states [B, L, D] instead of logits (``head``
+        turns chosen rows of them into logits, so a prefill need not project every position).
         """
         B, L = input_ids_BxL.shape
         offset = 0 if cache is None else cache.end
         if segment_ids_BxL is None:
             segment_ids_BxL = jnp.ones((B, L), jnp.int32)
         if positions_BxL is None:
-            positions_BxL = jnp.broadcast_to(offset + jnp.arange(L, dtype=jnp.int32), (B, L))
+            positions_BxL = jnp.reshape(offset, (-1, 1)) + jnp.arange(L, dtype=jnp.int32)[None, :]
+            positions_BxL = jnp.broadcast_to(positions_BxL, (B, L))
         x_BxLxD = shard_activation(self.embed_tokens(input_ids_BxL), ("batch", "length", "embed"))
-        kv_segment_ids_BxS = segment_ids_BxL if cache is None else jax.lax.dynamic_update_slice(
-            cache.segment_ids, segment_ids_BxL.astype(jnp.int32), (0, offset))
-        mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, self.config.sliding_window)
+        kv_segment_ids_BxS = segment_ids_BxL if cache is None else write_rows(
+            cache.segment_ids, segment_ids_BxL.astype(jnp.int32), offset)
+        attended_BxS = kv_segment_ids_BxS if kv_len is None else kv_segment_ids_BxS[:, :kv_len]
+        mask_BxLxS = attention_mask(segment_ids_BxL, attended_BxS, offset, self.config.sliding_window)
         inv_freq = inverse_frequencies(self.config.head_size, self.config.rope_theta, self.config.rope_scaling)
         rope_BxLx1xH = rope_cos_sin(positions_BxL, inv_freq)  # once, for every layer's q and k
         new_k, new_v = [], []
@@ -91,16 +98,19 @@ class Llama(nnx.Module):
                 x_BxLxD = remat_forward(layer, x_BxLxD, rope_BxLx1xH, mask_BxLxS)
             else:
                 x_BxLxD = layer(x_BxLxD, rope_BxLx1xH, mask_BxLxS)[0]
-        x_BxLxD = self.norm(x_BxLxD)
-        if self.lm_head is None:
-            logits_BxLxV = self.embed_tokens.attend(x_BxLxD)
-        else:
-            logits_BxLxV = matmul_2d(x_BxLxD, self.lm_head.kernel[...].astype(x_BxLxD.dtype),
-                                     preferred_element_type=jnp.float32)
-        logits_BxLxV = shard_activation(logits_BxLxV, ("batch", "length", "vocab"))
+        out = self.norm(x_BxLxD) if return_hidden else self.head(self.norm(x_BxLxD))
         if cache is None:
-            return logits_BxLxV
-        return logits_BxLxV, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS, end=cache.end + L)
+            return out
+        return out, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS, end=cache.end + L)
+
+    def head(self, x_BxLxD):
+        """Float32 logits [..., V] from final normalised hidden states [..., D] (tied or separate head)."""
+        if self.lm_head is None:
+            logits = self.embed_tokens.attend(x_BxLxD)
+        else:
+            logits = matmul_2d(x_BxLxD, self.lm_head.kernel[...].astype(x_BxLxD.dtype),
+                               preferred_element_type=jnp.float32)
+        return shard_activation(logits, ("batch", "length", "vocab")) if logits.ndim == 3 else logits
 
 
 def init_model(config: LlamaConfig, *, seed: int = 0, mesh=None) -> Llama:

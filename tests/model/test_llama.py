@@ -60,7 +60,13 @@ def test_kv_cache_greedy_decoding_equals_full_recompute(model):
     full = np.asarray(model(full_ids, positions_BxL=full_pos, segment_ids_BxL=full_seg))
     cached = np.stack([np.asarray(x) for x in step_logits], axis=1)  # [B, steps + 1, V]
     np.testing.assert_allclose(cached, full[:, prompts.shape[1] - 1:], atol=1e-4)
-    np.testing.assert_array_equal(np.stack(tokens, axis=1), full[:, prompts.shape[1] - 1:-1].argmax(-1))
+    # the same greedy tokens, except where the full pass's two best logits tie within float32 noise
+    # (the two paths sum in different orders, and that order differs between CPUs)
+    reference = full[:, prompts.shape[1] - 1:-1]
+    top2 = np.sort(reference, axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 1e-4
+    assert decided.mean() > 0.8
+    np.testing.assert_array_equal(np.stack(tokens, axis=1)[decided], reference.argmax(-1)[decided])
     assert len({tuple(t) for t in tokens}) > 1  # decoding did not get stuck on one token
 
 
