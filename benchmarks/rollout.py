@@ -34,7 +34,7 @@ from typing import Sequence
 import jax
 
 from teamsrl_jax.backends import Backend, Completion, SamplingParams
-from teamsrl_jax.backends.simulated import SimulatedBackend
+from teamsrl_jax.env.simulator import SimulatedBackend
 from teamsrl_jax.train_policy.config import TrainConfig
 from teamsrl_jax.train_policy.loop import Trainer
 

@@ -4,6 +4,7 @@
     python -m teamsrl_jax.train_policy --preset paper --out runs/paper
     python -m teamsrl_jax.train_policy --backend openai --base-url http://127.0.0.1:8000/v1 \\
         --model meta-llama/Llama-3.1-8B-Instruct --seeds alpaca.json --iterations 200 --out runs/vllm
+    python -m teamsrl_jax.train_policy --backend jax --model SmolLM2-135M-Instruct.Q4_1.gguf --out runs/local
     python -m teamsrl_jax.train_policy --out runs/vllm ... --resume           # after a crash or kill
 
 The API key of an ``openai`` endpoint is read from the environment variable named by ``--api-key-env``
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from teamsrl_jax.backends import BackendConfig
+from teamsrl_jax.llm import KINDS, BackendConfig
 from teamsrl_jax.cli import field_docs, main_guard
 from teamsrl_jax.fileio import atomic_write_json
 from teamsrl_jax.train_policy.config import TRAIN_PRESETS, TrainConfig
@@ -44,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help=doc["seeds"])
     p.add_argument("--no-eval-fixed", dest="eval_fixed", action="store_false", help="skip the fixed-operation baselines")
     g = p.add_argument_group("backend")
-    g.add_argument("--backend", choices=("simulated", "openai"), default="simulated", help=bdoc["kind"])
+    g.add_argument("--backend", choices=KINDS, default="simulated", help=bdoc["kind"])
     g.add_argument("--base-url", default=BackendConfig.base_url, help=bdoc["base_url"])
     g.add_argument("--model", default="", help=bdoc["model"])
+    g.add_argument("--dtype", default=BackendConfig.dtype, help=bdoc["dtype"])
+    g.add_argument("--mesh", default=BackendConfig.mesh, help=bdoc["mesh"])
+    g.add_argument("--batch-slots", type=int, default=BackendConfig.batch_slots, help=bdoc["batch_slots"])
     g.add_argument("--api-key-env", default=BackendConfig.api_key_env, help=bdoc["api_key_env"])
     g.add_argument("--concurrency", type=int, default=BackendConfig.concurrency, help=bdoc["concurrency"])
     g.add_argument("--timeout", type=float, default=BackendConfig.timeout_s, help=bdoc["timeout_s"])
@@ -64,8 +68,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     extra = {"latency_s": args.sim_latency} if args.backend == "simulated" else {}
     values["backend"] = BackendConfig(
         kind=args.backend, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
-        concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
-        cache_path=args.cache or str(Path(args.out) / "cache.sqlite"), extra=extra)
+        concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries, dtype=args.dtype,
+        mesh=args.mesh, batch_slots=args.batch_slots, cache_path=args.cache or str(Path(args.out) / "cache.sqlite"), extra=extra)
     return TrainConfig(**values)
 
 

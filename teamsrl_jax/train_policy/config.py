@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from teamsrl_jax.backends import BackendConfig
+from teamsrl_jax.llm import BackendConfig
 
 
 @dataclass

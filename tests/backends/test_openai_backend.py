@@ -13,7 +13,7 @@ import traceback
 
 import pytest
 
-from teamsrl_jax.backends import BackendConfig, make_backend
+from teamsrl_jax.llm import BackendConfig, make_backend
 from teamsrl_jax.backends.base import BackendRequestError, BackendUnavailableError, SamplingParams
 from teamsrl_jax.backends.cache import CachedBackend, CompletionCache, cache_key
 from teamsrl_jax.backends.openai_backend import OpenAIBackend, parse_retry_after
@@ -163,7 +163,8 @@ def test_cache_makes_a_rerun_query_nothing(fake_server, tmp_path):
 KILL_PARAMS = SamplingParams(temperature=0)
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from teamsrl_jax.backends import SamplingParams, make_backend
+    from teamsrl_jax.backends import SamplingParams
+    from teamsrl_jax.llm import make_backend
     backend = make_backend("openai", model="test-model", base_url=sys.argv[1], cache_path=sys.argv[2],
                            concurrency=4, backoff_base_s=0.01, timeout_s=10)
     backend.generate([f"prompt {i}" for i in range(int(sys.argv[3]))], SamplingParams(temperature=0), "responder")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from teamsrl_jax.backends.simulated import SimulatedBackend
+from teamsrl_jax.env.simulator import SimulatedBackend
 from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
 
 torch = pytest.importorskip("torch")

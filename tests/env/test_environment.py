@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from teamsrl_jax.backends.base import Backend
-from teamsrl_jax.backends.simulated import SimulatedBackend
+from teamsrl_jax.env.simulator import SimulatedBackend
 from teamsrl_jax.env.environment import ENV_PRESETS, EnvConfig, InstructionEnv
 from teamsrl_jax.env.features import hashed_text, text_stats
 from teamsrl_jax.env.operations import OperationSet

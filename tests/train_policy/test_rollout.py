@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from teamsrl_jax.backends.base import Backend
-from teamsrl_jax.backends.simulated import SimulatedBackend
+from teamsrl_jax.env.simulator import SimulatedBackend
 from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
 from teamsrl_jax.rl import preset as rl_preset
 from teamsrl_jax.train_policy.agent import Agent

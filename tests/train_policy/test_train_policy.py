@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from teamsrl_jax.backends import BackendConfig
+from teamsrl_jax.llm import BackendConfig
 from teamsrl_jax.fileio import read_jsonl
 from teamsrl_jax.train_policy.__main__ import main, train_and_report
 from teamsrl_jax.train_policy.config import TrainConfig
@@ -54,7 +54,7 @@ def test_trained_policy_beats_uniform_random(tmp_path):
 
 _KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
-    from teamsrl_jax.backends import BackendConfig
+    from teamsrl_jax.llm import BackendConfig
     from teamsrl_jax.train_policy.config import TrainConfig
     from teamsrl_jax.train_policy.loop import Trainer
     out, cache = sys.argv[1], sys.argv[2]

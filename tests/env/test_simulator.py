@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from teamsrl_jax.backends.base import BackendRequestError, SamplingParams
-from teamsrl_jax.backends.simulated import SimulatedBackend, heuristic_score, profile
+from teamsrl_jax.env.simulator import SimulatedBackend, heuristic_score, profile
 from teamsrl_jax.env.environment import EnvConfig, InstructionEnv
 from teamsrl_jax.env.operations import OperationSet, parse_rewrite
 from teamsrl_jax.env.reward import REVIEW_TEMPLATES, elimination_reason, parse_score, parse_verdict, RewardConfig
