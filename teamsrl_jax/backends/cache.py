@@ -8,6 +8,10 @@ would need FULL). Several processes may share one file: readers never block, a w
 
 Key: sha256 of the canonical JSON of (backend name, model, ``params.cache_key()``, prompt, and the sample
 index when temperature > 0). Nothing else (role, endpoint URL, concurrency, API key) enters the key.
+
+A completion's token log-probabilities (``Completion.logprobs``) are stored with it, as JSON, so a resumed run
+reads the same probabilities and computes the same rewards. A file written before that column existed
+gains it on open (its rows have none: they were asked without ``logprobs``, which is in the key).
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teamsrl_jax.backends.base import (Backend, Completion, IncrementalBackend, OnResult, Role, SamplingParams,
-                                       check_role, resolve_sample_indices)
+                                       TokenLogprob, check_role, resolve_sample_indices)
 
-COLUMNS = ("key", "text", "prompt_tokens", "completion_tokens", "finish_reason", "created")
+COLUMNS = ("key", "text", "prompt_tokens", "completion_tokens", "finish_reason", "created", "logprobs")
 SCHEMA = """CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY,           -- sha256 hex of the canonical request, see cache_key()
     text TEXT NOT NULL,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     finish_reason TEXT,
-    created REAL NOT NULL           -- unix time of the insert
+    created REAL NOT NULL,          -- unix time of the insert
+    logprobs TEXT                   -- JSON [[token, logprob, [[alternative, logprob], ...]], ...]; NULL: none
 ) WITHOUT ROWID"""
+_OLD_COLUMNS = COLUMNS[:-1]  # before token log-probabilities were stored
 _CHUNK = 500  # keys per SELECT ... IN (...), under SQLite's bound-parameter limit
 
 
@@ -81,12 +87,21 @@ class CompletionCache:
                 raise sqlite3.DatabaseError(f"could not switch to WAL journaling (got {mode})")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)
-            found = tuple(row[1] for row in self._conn.execute("PRAGMA table_info(completions)"))
+            found = self._columns()
+            if found == _OLD_COLUMNS:
+                try:
+                    self._conn.execute("ALTER TABLE completions ADD COLUMN logprobs TEXT")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
+                found = self._columns()
             if found != COLUMNS:
                 raise sqlite3.DatabaseError(f"table 'completions' has columns {found}, expected {COLUMNS}")
         except sqlite3.Error as e:
             self.close()
             raise CacheError(f"completion cache {self.path} is not a usable SQLite cache: {_one_line(e)}") from None
+
+    def _columns(self) -> tuple[str, ...]:
+        return tuple(row[1] for row in self._conn.execute("PRAGMA table_info(completions)"))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
         """The cached completions among ``keys`` (marked ``cached=True``); absent keys are left out."""
@@ -94,10 +109,10 @@ class CompletionCache:
         found: dict[str, Completion] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
-            rows = self._execute(f"SELECT key, text, prompt_tokens, completion_tokens, finish_reason FROM completions "
-                                 f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            for key, text, pt, ct, fr in rows:
-                found[key] = Completion(text, pt, ct, fr, cached=True)
+            rows = self._execute(f"SELECT key, text, prompt_tokens, completion_tokens, finish_reason, logprobs "
+                                 f"FROM completions WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            for key, text, pt, ct, fr, lp in rows:
+                found[key] = Completion(text, pt, ct, fr, cached=True, logprobs=decode_logprobs(lp))
         with self._lock:
             self.hits += len(found)
             self.misses += len(keys) - len(found)
@@ -108,9 +123,9 @@ class CompletionCache:
 
     def put(self, key: str, completion: Completion) -> None:
         """Store and commit one completion. The first stored value of a key wins (also across processes)."""
-        self._execute("INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+        self._execute(f"INSERT OR IGNORE INTO completions ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (key, completion.text, completion.prompt_tokens, completion.completion_tokens,
-                       completion.finish_reason, time.time()))
+                       completion.finish_reason, time.time(), encode_logprobs(completion.logprobs)))
         with self._lock:
             self.writes += 1
 
@@ -235,6 +250,21 @@ class CachedBackend(IncrementalBackend):
     def close(self) -> None:
         self.inner.close()
         self.cache.close()
+
+
+def encode_logprobs(logprobs: list[TokenLogprob] | None) -> str | None:
+    """Compact JSON of per-token log-probabilities (ASCII escapes, so a token holding half a UTF-8 character
+    is stored too); None stays None."""
+    if logprobs is None:
+        return None
+    return json.dumps([[t.token, t.logprob, [list(a) for a in t.top]] for t in logprobs], separators=(",", ":"))
+
+
+def decode_logprobs(raw: str | None) -> list[TokenLogprob] | None:
+    """The inverse of ``encode_logprobs``."""
+    if raw is None:
+        return None
+    return [TokenLogprob(token, logprob, tuple((a, lp) for a, lp in top)) for token, logprob, top in json.loads(raw)]
 
 
 def _one_line(e: BaseException) -> str:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from teamsrl_jax.backends.accounting import QueryAccounting
 from teamsrl_jax.backends.base import (BackendRequestError, BackendUnavailableError, Completion,
-                                       IncrementalBackend, OnResult, Role, SamplingParams, check_role,
+                                       IncrementalBackend, OnResult, Role, SamplingParams, TokenLogprob, check_role,
                                        resolve_sample_indices)
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,8 @@ class OpenAIBackend(IncrementalBackend):
             kwargs["seed"] = params.seed
         if params.top_k is not None:  # not in the OpenAI schema; vLLM, SGLang, llama.cpp and Ollama read it
             kwargs["extra_body"] = {"top_k": params.top_k}
+        if params.logprobs is not None:
+            kwargs.update(logprobs=True, top_logprobs=params.logprobs)
         return kwargs
 
     def _one_line(self, text: str, limit: int = 300) -> str:
@@ -311,7 +313,24 @@ def _to_completion(reply: Any) -> Completion:
     usage = getattr(reply, "usage", None)
     return Completion(text=text or "", prompt_tokens=getattr(usage, "prompt_tokens", None),
                       completion_tokens=getattr(usage, "completion_tokens", None),
-                      finish_reason=getattr(choices[0], "finish_reason", None))
+                      finish_reason=getattr(choices[0], "finish_reason", None),
+                      logprobs=_to_logprobs(getattr(choices[0], "logprobs", None)))
+
+
+def _to_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    """``choice.logprobs.content[*].{token, logprob, top_logprobs}`` as TokenLogprobs; None when the server
+    sent none (not asked, or not supported) or sent them in another shape: the reviewer's score then comes
+    from the text, and the run's metrics show it (a quirk of the logprobs is no reason to fail the request)."""
+    content = getattr(logprobs, "content", None)
+    if content is None:
+        return None
+    try:
+        return [TokenLogprob(str(item.token), float(item.logprob),
+                             tuple((str(a.token), float(a.logprob)) for a in item.top_logprobs or ()))
+                for item in content]
+    except (AttributeError, TypeError, ValueError) as e:
+        log.debug("ignoring unreadable logprobs: %s", e)
+        return None
 
 
 def _server_message(e: openai.APIStatusError) -> str:

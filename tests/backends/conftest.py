@@ -1,7 +1,8 @@
 """A local OpenAI-compatible chat-completions server with scheduled faults, for the backend tests.
 
 The server binds 127.0.0.1 on a free port, replies ``"echo:" + prompt[::-1]`` (so a test can check that
-each result belongs to its prompt), reports usage as character counts, and injects faults by a
+each result belongs to its prompt), reports usage as character counts, returns ``logprobs_of(text, n)`` when
+asked for ``logprobs`` (``top_logprobs`` = n), and injects faults by a
 deterministic per-prompt schedule: the n-th request for a prompt gets ``schedule[prompt][n]``, and "ok"
 once the schedule runs out. It counts successful replies per prompt and logs every request.
 
@@ -80,6 +81,16 @@ class FakeOpenAIServer:
     def reply_text(prompt: str) -> str:
         """What the server answers to ``prompt``."""
         return "echo:" + prompt[::-1]
+
+    @staticmethod
+    def logprobs_of(text: str, top: int) -> list[dict]:
+        """The OpenAI ``choice.logprobs.content`` the server sends for ``text``: tokens of 3 characters, the
+        k-th of ``top`` alternatives at position i ``(token if k == 0 else f"alt{k}", -(i + 1) / 8 - k)``."""
+        tokens = [text[i:i + 3] for i in range(0, len(text), 3)]
+        return [{"token": t, "logprob": -(i + 1) / 8, "bytes": list(t.encode()),
+                 "top_logprobs": [{"token": t if k == 0 else f"alt{k}", "logprob": -(i + 1) / 8 - k, "bytes": None}
+                                  for k in range(top)]}
+                for i, t in enumerate(tokens)]
 
     @property
     def total_requests(self) -> int:
@@ -165,10 +176,13 @@ class FakeOpenAIServer:
                     "id": "cmpl-test", "object": "chat.completion", "created": int(time.time()),
                     "model": body["model"],
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
+                                 "finish_reason": "stop", "logprobs": None}],
                     "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text),
                               "total_tokens": len(prompt) + len(text)},
                 }
+                if body.get("logprobs"):
+                    payload["choices"][0]["logprobs"] = {
+                        "content": server.logprobs_of(text, body.get("top_logprobs") or 0), "refusal": None}
                 if fault == "nochoices":  # valid JSON that is not a chat completion
                     return self._send(200, json.dumps({"choices": [], "usage": payload["usage"]}).encode())
                 data = json.dumps(payload).encode()

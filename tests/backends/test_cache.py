@@ -8,8 +8,8 @@ import textwrap
 import pytest
 
 from teamsrl_jax.backends.accounting import QueryAccounting
-from teamsrl_jax.backends.base import Backend, Completion, SamplingParams
-from teamsrl_jax.backends.cache import CachedBackend, CacheError, CompletionCache, cache_key
+from teamsrl_jax.backends.base import Backend, Completion, SamplingParams, TokenLogprob
+from teamsrl_jax.backends.cache import COLUMNS, CachedBackend, CacheError, CompletionCache, cache_key
 
 
 class CountingBackend(Backend):
@@ -63,6 +63,56 @@ def test_round_trip_persists_across_reopen(tmp_path):
         stats = cache.stats()
         assert (stats.entries, stats.hits, stats.misses, stats.writes) == (1, 1, 0, 0)
         assert cache._execute("PRAGMA journal_mode")[0][0] == "wal"
+
+
+LOGPROBS = [TokenLogprob("Score", -0.01, (("Score", -0.01), ("Rating", -4.6))),
+            TokenLogprob(" 7", -0.36, ((" 7", -0.36), (" 8", -1.2), (" 6", -float("inf")))),
+            TokenLogprob("\udce2\u00e9", -2.5e-7, ())]  # half a UTF-8 character, as byte-level tokens give
+
+
+def test_logprobs_round_trip_exactly(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with CompletionCache(path) as cache:
+        cache.put("with", Completion("Score 7", 3, 2, "stop", logprobs=LOGPROBS))
+        cache.put("without", Completion("Score 7", 3, 2, "stop"))
+    with CompletionCache(path) as cache:
+        assert cache.get("with") == Completion("Score 7", 3, 2, "stop", cached=True, logprobs=LOGPROBS)
+        assert cache.get("without").logprobs is None
+
+
+def test_a_cache_written_before_logprobs_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE completions (key TEXT PRIMARY KEY, text TEXT NOT NULL, prompt_tokens INTEGER, "
+                     "completion_tokens INTEGER, finish_reason TEXT, created REAL NOT NULL) WITHOUT ROWID")
+        conn.execute("INSERT INTO completions VALUES ('k', 'old reply', 1, 2, 'stop', 0.0)")
+    with CompletionCache(path) as cache, CompletionCache(path) as second:  # the second open finds it migrated
+        assert cache.get("k") == Completion("old reply", 1, 2, "stop", cached=True)
+        cache.put("new", Completion("x", logprobs=LOGPROBS[:1]))
+        assert second.get("new").logprobs == LOGPROBS[:1]
+        assert tuple(r[1] for r in cache._execute("PRAGMA table_info(completions)")) == COLUMNS
+
+
+def test_cached_backend_serves_logprobs_on_hits(tmp_path):
+    class Scoring(CountingBackend):
+        def generate_incremental(self, prompts, params, role, sample_indices=None, *, on_result=None):
+            out = super().generate_incremental(prompts, params, role, sample_indices)
+            for i, c in enumerate(out):
+                c.logprobs = LOGPROBS if params.logprobs else None
+                if on_result is not None:
+                    on_result(i, c)
+            return out
+
+    params = SamplingParams(temperature=0.0, logprobs=20)
+    first = CachedBackend(Scoring(), CompletionCache(tmp_path / "c.sqlite"))
+    assert first.generate(["a"], params, "reviewer")[0].logprobs == LOGPROBS
+    first.close()
+    again = CachedBackend(Scoring(), CompletionCache(tmp_path / "c.sqlite"))
+    hit = again.generate(["a"], params, "reviewer")[0]
+    assert hit.cached and hit.logprobs == LOGPROBS and again.inner.calls == []
+    assert again.generate(["a"], GREEDY, "reviewer")[0].logprobs is None  # another key: queried
+    assert again.inner.calls == [(["a"], [0])]
+    again.close()
 
 
 def test_not_a_database_gives_one_line_error_naming_the_path(tmp_path):

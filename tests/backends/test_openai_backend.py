@@ -2,6 +2,7 @@
 accounting, failures, secrets, and the cache in front of it (rerun, kill -9 mid-batch)."""
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ import traceback
 import pytest
 
 from teamsrl_jax.llm import BackendConfig, make_backend
-from teamsrl_jax.backends.base import BackendRequestError, BackendUnavailableError, SamplingParams
+from teamsrl_jax.backends.base import BackendRequestError, BackendUnavailableError, SamplingParams, TokenLogprob
 from teamsrl_jax.backends.cache import CachedBackend, CompletionCache, cache_key
 from teamsrl_jax.backends.openai_backend import OpenAIBackend, parse_retry_after
 
@@ -158,6 +159,43 @@ def test_cache_makes_a_rerun_query_nothing(fake_server, tmp_path):
     assert server.total_requests == 12
     assert [c.text for c in out] == texts and all(c.cached for c in out)
     assert second.accounting.get("responder")["cache_hits"] == 11 and second.accounting.total()["queries"] == 0
+
+
+def expected_logprobs(server, prompt, top):
+    return [TokenLogprob(d["token"], d["logprob"], tuple((a["token"], a["logprob"]) for a in d["top_logprobs"]))
+            for d in server.logprobs_of(server.reply_text(prompt), top)]
+
+
+def test_logprobs_are_asked_for_and_read(fake_server):
+    server = fake_server()
+    with make(server) as backend:
+        plain = backend.generate(["plain"], GREEDY, "reviewer")[0]
+        scored = backend.generate(["scored", "none"], SamplingParams(temperature=0.0, logprobs=3), "reviewer")
+        zero = backend.generate(["zero"], SamplingParams(temperature=0.0, logprobs=0), "reviewer")[0]
+    assert "logprobs" not in server.by_prompt["plain"][0].body and plain.logprobs is None
+    body = server.by_prompt["scored"][0].body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 3)
+    assert scored[0].logprobs == expected_logprobs(server, "scored", 3)
+    assert "".join(t.token for t in scored[0].logprobs) == scored[0].text == server.reply_text("scored")
+    assert scored[1].logprobs == expected_logprobs(server, "none", 3)
+    assert zero.logprobs == expected_logprobs(server, "zero", 0) and zero.logprobs[0].top == ()
+
+
+def test_logprobs_survive_retries_and_come_back_from_the_cache(fake_server, tmp_path):
+    """Faults on the way, then a rerun that queries nothing and reads the same probabilities."""
+    prompts = ["judge a", "judge b", "judge c"]
+    server = fake_server({"judge a": ["500", "truncated"], "judge b": ["429ms"]})
+    params = SamplingParams(temperature=1.0, logprobs=5)
+    kwargs = dict(model="test-model", base_url=server.url, cache_path=tmp_path / "c.sqlite", **FAST)
+    with make_backend("openai", **kwargs) as first:
+        fresh = first.generate(prompts, params, "reviewer")
+    assert [c.logprobs for c in fresh] == [expected_logprobs(server, p, 5) for p in prompts]
+    with make_backend("openai", **kwargs) as second:
+        again = second.generate(prompts, params, "reviewer")
+        without = second.generate(prompts, dataclasses.replace(params, logprobs=None), "reviewer")
+    assert all(c.cached for c in again) and [c.logprobs for c in again] == [c.logprobs for c in fresh]
+    assert server.total_requests == (3 + 3) + 0 + 3  # 3 prompts and 3 retries, no rerun query, 3 other keys
+    assert all(c.logprobs is None and not c.cached for c in without)  # without logprobs: other cache keys
 
 
 KILL_PARAMS = SamplingParams(temperature=0)
