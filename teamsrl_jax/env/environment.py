@@ -75,7 +75,8 @@ class EnvConfig:
     instructor: SamplingParams = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=1024)
     """Sampling for the rewrite calls."""
     reviewer: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=128)
-    """Sampling for the reviewer calls."""
+    """Sampling for the reviewer calls. ``logprobs`` (e.g. 20) asks for token probabilities, from which the
+    reward reads the score (``reward.score_from``); None: the score is parsed from the text."""
     seed_file: str | None = None
     """Alpaca / Self-Instruct seed file; None uses the small bundled default set."""
     held_out_fraction: float = 0.0
@@ -288,7 +289,8 @@ class InstructionEnv:
 
         info: ``parents``, ``rewrites`` (parsed, None on failure), ``instructions`` (current after the
         step), ``operations`` (names), ``eliminated`` (reason or ""), ``reviewer_notes`` (why a reply gave
-        no verdict/score, or ""), ``instructor_replies``, ``reviewer_replies`` (None where not asked):
+        no verdict/score, or ""), ``score_sources`` ("logprobs", "text" or "": how the score was obtained),
+        ``instructor_replies``, ``reviewer_replies`` (None where not asked):
         lists of N; ``reward_components``: dict of [N] float32 arrays; ``step`` (1..H), ``episode``."""
         return run_step(self.step_chains(0, self.config.num_chains, actions), self.backend)
 
@@ -318,11 +320,11 @@ class InstructionEnv:
         eliminated = self.reward_fn.gates(parents, rewrites, [self.operations.templates[a] for a in actions])
         review = self.reward_fn.review_prompts(parents, rewrites, eliminated)
         request = self._request("reviewer", start, stop, age, review, self.config.reviewer)
-        verdicts = [c.text for c in _checked((yield request), len(review), "reviewer")]
+        reviews = _checked((yield request), len(review), "reviewer")
         if self.reward_fn.memory is not None and self._remembered != age:
             raise RuntimeError(f"chains [{start}, {stop}) scored step {age} before every chain finished the "
                                "step before it: step the groups in chain order")
-        result = self.reward_fn.score(rewrites, eliminated, verdicts)
+        result = self.reward_fn.score(rewrites, eliminated, reviews)
         self._remember(start, stop, result.novelty_rows)
         self._texts[start:stop] = [p if why else r for p, r, why in zip(parents, rewrites, eliminated)]
         self._prev[start:stop] = actions
@@ -332,7 +334,8 @@ class InstructionEnv:
         self._record(start, t + 1, parents, rewrites, names, result)
         info = {"parents": parents, "rewrites": rewrites, "instructions": self._texts[start:stop],
                 "operations": names, "eliminated": result.eliminated, "reviewer_notes": result.notes,
-                "instructor_replies": replies, "reviewer_replies": result.reviewer_replies,
+                "score_sources": result.score_sources, "instructor_replies": replies,
+                "reviewer_replies": result.reviewer_replies,
                 "reward_components": result.components, "step": t + 1, "episode": self.episode}
         dones = np.full(n, t + 1 >= self.config.horizon)
         return (self._observe(start, stop) if observe else None), result.rewards, dones, info

@@ -7,7 +7,9 @@ rewrites, each asked to add only about 10-20 words, keep any table/code/input an
 people) and ``breadth`` (a new, rarer instruction in the same domain). The wording is ours.
 
 Every template asks for the answer between ``<new_instruction>`` and ``</new_instruction>``;
-``parse_rewrite`` also copes with replies that ignore this (labels, chatter, quotes, fences, notes).
+``parse_rewrite`` also copes with replies that ignore this (labels, chatter, quotes, fences, notes, the
+prompt's own ``<<<`` / ``>>>`` markers used as answer delimiters) and returns None for a reply that holds no
+instruction at all, only remnants of the format (``<new_instruction> tags.``, ``>>``).
 
 Users can add or replace operations with a YAML or JSON file holding a list of
 ``{name, template, kind}`` (kind: depth|breadth; the template must contain ``{instruction}``)::
@@ -229,6 +231,12 @@ _NOTE = re.compile(r"\n\s*\(?\s*(?:\*\*)?(?:(?:notes?|explanation|rationale|chan
                    r"(?:instruction|prompt|version)\b|" + _I_CHANGED + r"\b).*$", re.I | re.S)
 _INLINE_NOTE = re.compile(r"\s*\((?:note\s*:\s*)?(?:i (?:have )?(?:added|replaced|changed|introduced|made)|"
                           r"(?:this|the) (?:rewritten|new|revised) (?:instruction|prompt|version))\b[^)]*\)\s*$", re.I)
+# The prompt's <<< >>> markers (or a truncated << >>) around the whole answer: a weak model's delimiters.
+_MARKER_EDGES = re.compile(r"^\s*<{2,3}(?!<)[ \t]*\n?|\n?[ \t]*(?<!>)>{2,3}\s*$")
+# A reply opening with a marker-framed segment, as in "<<< Explain ... >>" followed by chatter or an answer.
+_FRAMED = re.compile(r"^\s*<{2,3}(?!<)(.*?)(?:(?<!>)>{2,3}(?!>)|$)", re.S)
+# What is left when a reply names the format instead of using it: "tags.", ">>", "<new_instruction> tags".
+_REMNANT = re.compile(r"^[\W_]*(?:(?:the|new_instruction|new|instruction|tags?|markers?)\b[\W_]*)*$", re.I)
 _QUOTES = (('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("«", "»"), ("`", "`"), ("**", "**"), ("__", "__"))
 
 
@@ -266,6 +274,7 @@ def _clean(text: str) -> str:
     text = _STRAY_TAG.sub("", text).strip()
     while text != prev:
         prev = text
+        text = _MARKER_EDGES.sub("", text).strip()
         fenced = _FENCE.match(text)
         if fenced:
             text = fenced.group(1).strip()
@@ -282,22 +291,38 @@ def _clean(text: str) -> str:
     return text
 
 
+def is_remnant(text: str) -> bool:
+    """True when ``text`` holds no words but the format's own ("tags.", ">>", "new_instruction"): what is left
+    of a reply that named the answer format instead of using it."""
+    return bool(_REMNANT.match(_STRAY_TAG.sub(" ", text)))
+
+
 def parse_rewrite(reply: str) -> str | None:
     """Extract the rewritten instruction from an instructor reply; None when nothing usable remains.
 
-    Preference order: the last non-empty ``<new_instruction>`` segment (an echoed template contributes an
-    empty pair of tags), else the text after the last line-leading label such as ``Rewritten Prompt:``,
-    else the whole reply. The chosen text is then stripped of chatter ("Sure, here is..."), labels,
-    a markdown fence wrapping everything, trailing notes ("Note: I added...") and surrounding quotes.
+    Preference order: the last ``<new_instruction>`` segment that holds more than remnants of the format (an
+    echoed template contributes an empty pair of tags; "enclosed in <new_instruction> tags." a lone "tags."),
+    else a segment framed by the prompt's markers at the start of the reply ("<<< ... >>", what follows it is
+    taken as chatter or an answer), else the text after the last line-leading label such as ``Rewritten
+    Prompt:``, else the whole reply. The chosen text is then stripped of chatter ("Sure, here is..."),
+    labels, markers or a markdown fence wrapping everything, trailing notes ("Note: I added...") and
+    surrounding quotes. A result that is only remnants of the format (``is_remnant``) gives None.
+
+    A weak model often echoes the instruction it was given between the markers ("<<< Explain X. >>"): that
+    parses to the instruction itself, which the reward's gates then drop as ``no_information_gain`` (the
+    model added nothing; it copied no wording of the template).
     """
     if not reply or not reply.strip():
         return None
     reply = reply.replace("\r\n", "\n").strip()
     segments = [_clean(s) for s in _TAGGED.findall(reply)]
-    segments = [s for s in segments if s]
+    segments = [s for s in segments if not is_remnant(s)]
+    framed = _FRAMED.match(reply)
     if segments:
         text = segments[-1]
+    elif framed and not is_remnant(framed.group(1)):
+        text = _clean(framed.group(1))
     else:
         labels = list(_LABEL.finditer(reply))
         text = _clean(reply[labels[-1].end():] if labels else reply)
-    return text if re.search(r"\w", text) else None
+    return None if is_remnant(text) else text

@@ -9,14 +9,24 @@ answering "Not Equal." (with a full stop) or "**Not equal**" scored 0: a bug. ``
 the verdict robustly and reports why when it cannot (ambiguous replies score 0).
 
 ``default`` (ours): the reviewer grades the added difficulty and quality from 1 to 10, normalised to
-[0, 1]. Before any reviewer call, WizardLM-style elimination gates (no reviewer needed) drop rewrites
-that failed to parse, that are empty or only stop words/punctuation, that are refusals, that copy the
-prompt template, or that add no information (ROUGE-L overlap with the previous instruction at or above
-``max_overlap`` while not longer). A kept rewrite may earn a small novelty bonus:
+[0, 1]. Before any reviewer call, elimination gates (no reviewer needed) drop rewrites. Three are format
+failures, applied under every config because what they hold is not an instruction: the reply failed to
+parse (``parse_failure``), holds only stop words/punctuation (``empty``), or is a fragment (``fragment``:
+fewer than ``min_words`` words, a lone word such as "tags." left from an echoed answer format, or a
+sign-off such as "I hope this helps!"). The WizardLM-style gates follow when ``eliminate`` is on: refusals,
+copies of the prompt template, and rewrites that add no information (ROUGE-L overlap with the previous
+instruction at or above ``max_overlap`` while not longer; an echo of the previous instruction between the
+prompt's markers parses to that instruction and lands here). A kept rewrite may earn a small novelty bonus:
 ``novelty_weight · (1 − max Jaccard similarity)`` against a bounded memory of recent kept rewrites
 (word 1-2-gram sets, hashed). Eliminated chains get reward 0 and are not sent to the reviewer.
 
 reward = quality + novelty_weight · novelty (kept and scored), else 0.
+
+Reading the reviewer: with ``score_from="logprobs"`` (the default) and a reviewer completion that carries
+token log-probabilities (``EnvConfig.reviewer.logprobs`` asks for them), the score is the probability-weighted
+mean over the score tokens and the verdict the likelier of "Equal" and "Not" (``env.logprob_scores``);
+otherwise, or where the tokens hold no score position, the text is parsed. Each chain's component
+``from_logprobs`` says which way its score was obtained.
 """
 
 from __future__ import annotations
@@ -29,10 +39,15 @@ from functools import lru_cache
 
 import numpy as np
 
+from teamsrl_jax.backends.base import Completion
+from teamsrl_jax.env.logprob_scores import ANSWER_LABEL, score_from_logprobs, verdict_from_logprobs
 from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG, PLACEHOLDER
 from teamsrl_jax.env.text import batch_word_ngram_hashes, content_words, fill_template, rouge_l, word_tuple
 
 REWARD_KINDS = ("paper", "default")
+SCORE_SOURCES = ("logprobs", "text")
+ELIMINATION_REASONS = ("parse_failure", "empty", "fragment", "refusal", "copies_template", "no_information_gain")
+"""Every reason ``elimination_reason`` can give, in the order the gates are tried."""
 
 PAPER_REVIEW = """Two instructions are shown below. Decide whether they are equally demanding, judging two things:
 1. the constraints and requirements each one sets, and
@@ -79,7 +94,10 @@ class RewardConfig:
     kind: str = "default"
     """``default`` (graded 1-10 score, gates, novelty) or ``paper`` (Equal / Not Equal)."""
     eliminate: bool = True
-    """Apply the reviewer-free elimination gates (a parse failure is always eliminated)."""
+    """Apply the WizardLM-style gates (refusal, copies_template, no_information_gain). The format failures
+    (parse_failure, empty, fragment) are always eliminated: what they hold is not an instruction."""
+    min_words: int = 3
+    """A rewrite of fewer words is a fragment (also a single content word or a sign-off), never kept."""
     max_overlap: float = 0.85
     """No-information-gain gate: ROUGE-L F1 with the previous instruction at or above this, and not longer."""
     refusal_max_words: int = 80
@@ -88,6 +106,9 @@ class RewardConfig:
     """Weight of the novelty bonus (0 disables it and its memory)."""
     novelty_memory: int = 1024
     """How many recent kept rewrites the novelty bonus compares against."""
+    score_from: str = "logprobs"
+    """``logprobs``: read the score/verdict from the reviewer's token probabilities where its completion carries
+    them (ask with ``EnvConfig.reviewer.logprobs``), else from its text; ``text``: always parse the text."""
 
     def __post_init__(self) -> None:
         if self.kind not in REWARD_KINDS:
@@ -100,6 +121,10 @@ class RewardConfig:
             raise ValueError(f"reward.novelty_weight must be >= 0, got {self.novelty_weight!r}")
         if self.novelty_memory < 1:
             raise ValueError(f"reward.novelty_memory must be >= 1, got {self.novelty_memory!r}")
+        if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 1:
+            raise ValueError(f"reward.min_words must be an integer >= 1, got {self.min_words!r}")
+        if self.score_from not in SCORE_SOURCES:
+            raise ValueError(f"reward.score_from must be one of {', '.join(SCORE_SOURCES)}, got {self.score_from!r}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -110,8 +135,6 @@ _VERDICT = re.compile(r"\b(not\s+unequal|not\s+different|no\s+different|(?:do|do
                       r"not\s+equal|(?:is|are)n't\s+equal|unequal|not\s+the\s+same|different|differs?|"
                       r"equal|the\s+same|identical)\b", re.I)
 _SAME = re.compile(r"^(?:not\s+un|not\s+diff|no\s+diff|do|does|did|equal$|the\s+same$|identical$)", re.I)
-_ANSWER_LABEL = re.compile(r"\b(?:final\s+answer|answer|verdict|judge?ment|decision|conclusion|result)\s*[:\-–]",
-                           re.I)
 _MARKUP = re.compile(r"[*_`#>\"“”]")
 
 
@@ -123,7 +146,7 @@ def parse_verdict(reply: str) -> tuple[bool | None, str]:
     text = _MARKUP.sub("", reply or "").strip()
     if not text:
         return None, "empty reviewer reply"
-    labels = list(_ANSWER_LABEL.finditer(text))
+    labels = list(ANSWER_LABEL.finditer(text))
     if labels:
         text = text[labels[-1].end():].strip()
     for sentence in re.split(r"[.!?;\n]+", text):
@@ -195,15 +218,29 @@ def _template_shingles(template: str) -> frozenset[tuple[str, ...]]:
     return frozenset(_shingles(word_tuple(template.replace(PLACEHOLDER, " "))))
 
 
+# Replies about the exchange rather than an instruction: "I hope this helps!", "Let me know if ...".
+_SIGN_OFF = re.compile(r"^\W*(?:i hope (?:this|that|it) helps|hope (?:this|that|it) helps|let me know if|feel free to|"
+                       r"is there anything else|happy to help|glad (?:to|i could) help|thank you|thanks)\b", re.I)
+
+
+def is_fragment(text: str, min_words: int = 3) -> bool:
+    """True when ``text`` cannot be an instruction: fewer than ``min_words`` words, a single content word
+    ("the tags."), or a sign-off ("I hope this helps!")."""
+    return (len(word_tuple(text)) < min_words or len(set(content_words(text))) < 2
+            or bool(_SIGN_OFF.match(text) and len(word_tuple(text)) < 25))
+
+
 def elimination_reason(parent: str, rewrite: str | None, template: str, config: RewardConfig) -> str:
-    """Why a rewrite is dropped before review ("" when kept). Names: parse_failure, empty, refusal,
-    copies_template, no_information_gain."""
+    """Why a rewrite is dropped before review ("" when kept); one of ``ELIMINATION_REASONS``. The format
+    failures (parse_failure, empty, fragment) apply under every config, the rest only with ``eliminate``."""
     if rewrite is None:
         return "parse_failure"
-    if not config.eliminate:
-        return ""
     if not content_words(rewrite):
         return "empty"
+    if is_fragment(rewrite, config.min_words):
+        return "fragment"
+    if not config.eliminate:
+        return ""
     n_new = len(word_tuple(rewrite))
     if n_new < config.refusal_max_words and _REFUSAL.search(rewrite) and not _REFUSAL.search(parent):
         return "refusal"
@@ -307,6 +344,8 @@ class RewardResult:
     """Why the reviewer's reply gave no verdict/score ("" otherwise)."""
     reviewer_replies: list[str | None] = field(default_factory=list)
     """The reviewer's raw reply per chain (None where it was not asked)."""
+    score_sources: list[str] = field(default_factory=list)
+    """How each chain's score/verdict was obtained: "logprobs", "text", or "" (not reviewed, or no score)."""
     novelty_rows: np.ndarray | None = None
     """The kept rewrites encoded for the novelty memory (None when it is off). ``Reward.score`` does not add
     them to the memory; the caller does (``NoveltyMemory.add_encoded``), as ``InstructionEnv`` does once every
@@ -337,35 +376,48 @@ class Reward:
         """Reviewer prompts of the kept chains, in chain order."""
         return [self.review_prompt(p, r) for p, r, why in zip(parents, rewrites, eliminated) if not why]
 
-    def score(self, rewrites: Sequence[str | None], eliminated: Sequence[str], replies: Sequence[str]) -> RewardResult:
-        """Rewards from the reviewer's ``replies`` to ``review_prompts`` (one per kept chain, in order). Reads
-        the novelty memory but does not add to it (see ``RewardResult.novelty_rows``).
+    def read(self, reply: Completion) -> tuple[float | bool | None, str, str]:
+        """(score for ``default`` / Not Equal for ``paper`` / None, note, source): from the reply's token
+        probabilities where ``score_from`` allows and they hold a score position, else from its text."""
+        from_tokens, from_text = ((score_from_logprobs, parse_score) if self.config.kind == "default"
+                                  else (verdict_from_logprobs, parse_verdict))
+        if self.config.score_from == "logprobs" and reply.logprobs:
+            value, _ = from_tokens(reply.logprobs)
+            if value is not None:
+                return value, "", "logprobs"
+        value, note = from_text(reply.text)
+        return value, note, "" if value is None else "text"
 
-        Components, each [N] float32: ``kept`` (1 when the rewrite passed the gates), and for ``paper``
-        ``not_equal`` (1/0) and ``verdict_parsed``; for ``default`` ``score`` (1-10, NaN when absent),
-        ``quality`` ((score-1)/9, 0 when absent) and ``novelty`` (1 - max similarity, 0 when not kept)."""
+    def score(self, rewrites: Sequence[str | None], eliminated: Sequence[str],
+              replies: Sequence[Completion]) -> RewardResult:
+        """Rewards from the reviewer's ``replies`` to ``review_prompts`` (one per kept chain, in order; see
+        ``read``). Reads the novelty memory but does not add to it (see ``RewardResult.novelty_rows``).
+
+        Components, each [N] float32: ``kept`` (1 when the rewrite passed the gates), ``from_logprobs`` (1 when
+        the score/verdict came from the token probabilities, 0 from the text or none), and for ``paper``
+        ``not_equal`` (1/0) and ``verdict_parsed``; for ``default`` ``score`` (1-10, a probability-weighted
+        mean when from the probabilities, NaN when absent), ``quality`` ((score-1)/9, 0 when absent) and
+        ``novelty`` (1 - max similarity, 0 when not kept)."""
         n = len(rewrites)
         kept = [i for i in range(n) if not eliminated[i]]
         if len(replies) != len(kept):
             raise ValueError(f"{len(replies)} reviewer replies for {len(kept)} kept rewrites")
         all_replies: list[str | None] = [None] * n
+        values: list[float | bool | None] = [None] * n
+        notes, sources = [""] * n, [""] * n
         for i, reply in zip(kept, replies):
-            all_replies[i] = reply
+            all_replies[i] = reply.text
+            values[i], notes[i], sources[i] = self.read(reply)
         kept_mask = np.zeros(n, np.float32)
         kept_mask[kept] = 1.0
-        notes = [""] * n
+        from_logprobs = np.array([s == "logprobs" for s in sources], np.float32)
         if self.config.kind == "paper":
-            verdicts = np.zeros(n, np.float32)
-            parsed = np.zeros(n, np.float32)
-            for i in kept:
-                verdict, notes[i] = parse_verdict(all_replies[i])
-                verdicts[i], parsed[i] = float(verdict is True), float(verdict is not None)
-            components = {"kept": kept_mask, "not_equal": verdicts, "verdict_parsed": parsed}
-            return RewardResult(verdicts.copy(), components, list(eliminated), notes, all_replies)
-        score = np.full(n, np.nan, np.float32)
-        for i in kept:
-            value, notes[i] = parse_score(all_replies[i])
-            score[i] = math.nan if value is None else value
+            verdicts = np.array([v is True for v in values], np.float32)
+            parsed = np.array([v is not None for v in values], np.float32)
+            components = {"kept": kept_mask, "not_equal": verdicts, "verdict_parsed": parsed,
+                          "from_logprobs": from_logprobs}
+            return RewardResult(verdicts.copy(), components, list(eliminated), notes, all_replies, sources)
+        score = np.array([math.nan if v is None else v for v in values], np.float32)
         scored = ~np.isnan(score)
         quality = np.where(scored, (score - 1.0) / 9.0, 0.0).astype(np.float32)
         novelty = np.zeros(n, np.float32)
@@ -374,5 +426,6 @@ class Reward:
             rows = self.memory.encode([rewrites[i] for i in kept])
             novelty[kept] = 1.0 - self.memory.max_similarity_encoded(rows)
         rewards = np.where(scored, quality + self.config.novelty_weight * novelty, 0.0).astype(np.float32)
-        components = {"kept": kept_mask, "score": score, "quality": quality, "novelty": novelty}
-        return RewardResult(rewards, components, list(eliminated), notes, all_replies, rows)
+        components = {"kept": kept_mask, "score": score, "quality": quality, "novelty": novelty,
+                      "from_logprobs": from_logprobs}
+        return RewardResult(rewards, components, list(eliminated), notes, all_replies, sources, rows)

@@ -34,6 +34,14 @@ the best operation depend on the state of the chain:
 - a refusal scores 1; a small seeded noise is added and the score rounded.
 ``paper`` review prompts get "Not Equal" when that score is at least 4, else "Equal".
 
+Token log-probabilities (when ``SamplingParams.logprobs`` asks for them, so that scoring from probabilities is
+exercised offline): the reply is cut into tokens (words, single digits as in Llama 2 or SmolLM2, punctuation,
+with the whitespace before each), every token certain, except in a review: at the score's first digit a
+normal distribution of spread ``SCORE_SPREAD`` around the unrounded judgement (heuristic plus noise) over
+1..10, where "10" is "1" then "0" (the "1" alternative carries 1 and 10; the position after a generated "1"
+splits them); at the first "Not"/"Equal" token P(Not) = sigmoid(2 (judgement - 3.5)). The written score is
+the likeliest one, so text and probabilities agree.
+
 Latency (timing experiments): with ``latency_s`` > 0 each request holds one of ``concurrency`` slots for
 ``latency_s`` seconds; the slots are one pool shared by every caller (``SlotPool``), as on a real server, so
 two batches in flight at once from two threads do not get twice the capacity.
@@ -54,8 +62,8 @@ from functools import lru_cache
 import numpy as np
 
 from teamsrl_jax.backends.accounting import QueryAccounting
-from teamsrl_jax.backends.base import (Backend, BackendRequestError, Completion, Role, SamplingParams, check_role,
-                                       resolve_sample_indices)
+from teamsrl_jax.backends.base import (Backend, BackendRequestError, Completion, Role, SamplingParams, TokenLogprob,
+                                       check_role, resolve_sample_indices)
 from teamsrl_jax.env.operations import CLOSE_TAG, OPEN_TAG, Operation, OperationSet
 from teamsrl_jax.env.reward import REVIEW_TEMPLATES
 from teamsrl_jax.env.text import STOP_WORDS, has_structured_input, template_matcher, word_tuple
@@ -176,6 +184,8 @@ G_REASONING = (0.0, 2.0, 2.5, 2.6, 2.6)
 FIRST_STRUCTURE_GAIN, EXTRA_STRUCTURE_COST = 4.0, 1.0
 LONG_PROSE_WORDS, LONG_PROSE_COST = 70, 0.08
 NOT_EQUAL_FROM = 4
+SCORE_SPREAD = 0.75
+"""Standard deviation, in score points, of the reviewer's distribution over the scores it might write."""
 
 
 @dataclass(frozen=True)
@@ -361,20 +371,23 @@ class SimulatedBackend(Backend):
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, role: Role,
                  sample_indices: Sequence[int] | None = None) -> list[Completion]:
-        """One reply per prompt (``params`` is ignored: the simulation is the same at any temperature)."""
+        """One reply per prompt. Of ``params`` only ``logprobs`` counts (the simulation is the same at any
+        temperature): when set, each completion carries ``token_logprobs``."""
         check_role(role)
         indices = resolve_sample_indices(prompts, sample_indices)
         done = self.slots.reserve(len(prompts)) if self.latency_s else 0.0
-        reply = {"instructor": self._instruct, "reviewer": self._review, "responder": self._respond}[role]
+        reply = {"instructor": lambda p, rng: (self._instruct(p, rng), None), "reviewer": self._review,
+                 "responder": lambda p, rng: (self._respond(p, rng), None)}[role]
         try:
-            texts = [reply(p, self._rng(p, i)) for p, i in zip(prompts, indices)]
+            replies = [reply(p, self._rng(p, i)) for p, i in zip(prompts, indices)]
         except BackendRequestError:
             self.accounting.record(role, errors=1)
             raise
         finally:
             time.sleep(max(0.0, done - time.monotonic()))
-        out = [Completion(t, prompt_tokens=_approx_tokens(p), completion_tokens=_approx_tokens(t), finish_reason="stop")
-               for p, t in zip(prompts, texts)]
+        out = [Completion(t, prompt_tokens=_approx_tokens(p), completion_tokens=_approx_tokens(t), finish_reason="stop",
+                          logprobs=None if params.logprobs is None else token_logprobs(t, judged, params.logprobs))
+               for p, (t, judged) in zip(prompts, replies)]
         self.accounting.record(role, queries=len(out), prompt_tokens=sum(c.prompt_tokens for c in out),
                                completion_tokens=sum(c.completion_tokens for c in out))
         return out
@@ -409,27 +422,84 @@ class SimulatedBackend(Backend):
             return f'{OPEN_TAG}"{new}"{CLOSE_TAG}' if '"' not in new else f"{OPEN_TAG}{new}{CLOSE_TAG}"
         return f"```text\n{new}\n```"
 
-    def _review(self, prompt: str, rng: np.random.Generator) -> str:
+    def _review(self, prompt: str, rng: np.random.Generator) -> tuple[str, tuple[str, float]]:
+        """The reply and (review kind, unrounded judgement in [1, 10])."""
         for kind, matcher in self._reviews.items():
             m = matcher.fullmatch(prompt)
             if m:
                 break
         else:
             raise BackendRequestError("simulated reviewer: the prompt matches no review template")
-        score = min(10, max(1, round(heuristic_score(m.group("old"), m.group("new")) + rng.uniform(-0.5, 0.5))))
+        judgement = min(10.0, max(1.0, heuristic_score(m.group("old"), m.group("new")) + rng.uniform(-0.5, 0.5)))
+        score = round(judgement)
         if kind == "paper":
             verdicts = (("Not Equal", "Not Equal.", "**Not equal**", "They are not equal.", "Answer: Not Equal")
                         if score >= NOT_EQUAL_FROM else ("Equal", "Equal.", "equal", "They are equal."))
-            return verdicts[rng.integers(len(verdicts))]
+            return verdicts[rng.integers(len(verdicts))], (kind, judgement)
         formats = ("Score: {s}\nThe rewrite changes the difficulty accordingly.", "Rating: {s}/10",
                    "**Score:** {s}\nJudged on added requirements and depth.", "{s}/10. Reasonable rewrite.",
                    "Score: {s} out of 10")
-        return formats[rng.integers(len(formats))].format(s=score)
+        return formats[rng.integers(len(formats))].format(s=score), (kind, judgement)
 
     def _respond(self, prompt: str, rng: np.random.Generator) -> str:
         topic = " ".join(prompt.split()[:12])
         return (f"[simulated response] An offline placeholder answer to: {topic} ... "
                 f"(variant {rng.integers(1000)}). Replace the simulated backend with a real model for real data.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Token log-probabilities
+# ---------------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:[0-9]|[^\W\d_]+|\S)|\s+$")
+
+
+def tokenize(text: str) -> list[str]:
+    """Words, single digits and single other characters, each with the whitespace before it; they join
+    back to ``text``."""
+    return _TOKEN.findall(text)
+
+
+def _log_softmax(logits: dict[str, float]) -> dict[str, float]:
+    top = max(logits.values())
+    norm = top + math.log(sum(math.exp(v - top) for v in logits.values()))
+    return {k: v - norm for k, v in logits.items()}
+
+
+def _score_alternatives(tokens: list[str], alternatives: list[dict[str, float]], judgement: float) -> None:
+    i = next(k for k, t in enumerate(tokens) if t.strip().isdigit())
+    space = tokens[i][:len(tokens[i]) - len(tokens[i].lstrip())]
+    logit = {v: -(v - judgement) ** 2 / (2 * SCORE_SPREAD ** 2) for v in range(1, 11)}
+    one_or_ten = max(logit[1], logit[10]) + math.log1p(math.exp(-abs(logit[1] - logit[10])))
+    alternatives[i] = _log_softmax({**{space + str(v): logit[v] for v in range(2, 10)}, space + "1": one_or_ten})
+    if tokens[i].strip() == "1":  # the next position tells 10 ("0" follows) from 1 (the number ends)
+        j = i + 1
+        ends = tokens[j + 1] if tokens[j:j + 1] == ["0"] else tokens[j] if j < len(tokens) else ""
+        if j < len(tokens):
+            alternatives[j] = _log_softmax({"0": logit[10], ends: logit[1]})
+
+
+def _verdict_alternatives(tokens: list[str], alternatives: list[dict[str, float]], judgement: float) -> None:
+    i = next(k for k, t in enumerate(tokens) if t.strip().lower() in ("not", "equal"))
+    token = tokens[i]
+    space, word = token[:len(token) - len(token.lstrip())], token.strip()
+    other = {"not": "equal", "equal": "not"}[word.lower()]
+    other = space + (other.capitalize() if word[0].isupper() else other)
+    not_logit = 2.0 * (judgement - (NOT_EQUAL_FROM - 0.5))
+    logits = {token: not_logit, other: 0.0} if word.lower() == "not" else {token: 0.0, other: not_logit}
+    alternatives[i] = _log_softmax(logits)
+
+
+def token_logprobs(text: str, judged: tuple[str, float] | None, top: int) -> list[TokenLogprob]:
+    """The simulated per-token log-probabilities of ``text`` (see the module docstring), each position with its
+    ``top`` likeliest alternatives. ``judged``: (review kind, unrounded judgement) for a review, else None."""
+    tokens = tokenize(text)
+    alternatives = [{t: 0.0} for t in tokens]
+    if judged is not None:
+        kind, judgement = judged
+        (_verdict_alternatives if kind == "paper" else _score_alternatives)(tokens, alternatives, judgement)
+    return [TokenLogprob(t, alts[t], tuple(sorted(alts.items(), key=lambda kv: -kv[1])[:top]))
+            for t, alts in zip(tokens, alternatives)]
 
 
 def _approx_tokens(text: str) -> int:

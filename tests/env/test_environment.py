@@ -10,7 +10,7 @@ from teamsrl_jax.env.features import hashed_text, text_stats
 from teamsrl_jax.env.operations import OperationSet
 from teamsrl_jax.env.seeds import SeedPool
 
-INFO_KEYS = {"parents", "rewrites", "instructions", "operations", "eliminated", "reviewer_notes",
+INFO_KEYS = {"parents", "rewrites", "instructions", "operations", "eliminated", "reviewer_notes", "score_sources",
              "instructor_replies", "reviewer_replies", "reward_components", "step", "episode"}
 
 
@@ -54,7 +54,7 @@ def test_default_shapes_info_and_one_batched_call_per_role_per_step():
         assert n_inst == 8 and n_rev == sum(1 for e in info["eliminated"] if not e)
     info = infos[-1]
     assert set(info) == INFO_KEYS and info["step"] == 6 and info["episode"] == 0
-    assert set(info["reward_components"]) == {"kept", "score", "quality", "novelty"}
+    assert set(info["reward_components"]) == {"kept", "score", "quality", "novelty", "from_logprobs"}
     assert all(len(info[k]) == 8 for k in INFO_KEYS - {"reward_components", "step", "episode"})
     kept = [not e for e in info["eliminated"]]
     assert [i if k else p for i, p, k in zip(info["rewrites"], info["parents"], kept)] == info["instructions"]
@@ -110,7 +110,8 @@ def test_paper_preset_one_hot_state_and_persistent_chain():
     for a in (2, 0, 5, 1, 3, 4):
         obs, r, done, info = env.step(np.array([a]))
         assert obs[0].tolist() == [float(i == a) for i in range(6)]
-        assert r[0] in (0.0, 1.0) and set(info["reward_components"]) == {"kept", "not_equal", "verdict_parsed"}
+        assert r[0] in (0.0, 1.0)
+        assert set(info["reward_components"]) == {"kept", "not_equal", "verdict_parsed", "from_logprobs"}
     end = env.texts
     assert end != start
     assert env.reset().tolist() == [[0.0] * 6] and env.texts == end  # never reset between episodes

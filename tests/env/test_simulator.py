@@ -83,6 +83,42 @@ def test_reviewer_replies_parse_for_both_reward_kinds():
     assert backend.accounting.get("reviewer")["errors"] == 1
 
 
+def test_reviewer_logprobs_agree_with_the_text():
+    """Asked for logprobs, the reviewer returns tokens that join to its reply, a peaked distribution whose
+    likeliest score is the written one, and verdict probabilities that agree with the written verdict."""
+    from teamsrl_jax.env.logprob_scores import score_from_logprobs, verdict_from_logprobs
+
+    backend = SimulatedBackend()
+    old = "Explain how a refrigerator keeps food cold."
+    news = [old, old + " Avoid jargon.", old + " Use at least two concrete examples. Explain why each step matters.",
+            "Write a haiku about rain.", old + "\n\n| a | b |\n|---|---|\n| 1 | 2 |"]
+    params = SamplingParams(logprobs=20)
+    for kind, read_text, read_tokens in (("default", parse_score, score_from_logprobs),
+                                         ("paper", parse_verdict, verdict_from_logprobs)):
+        prompts = [fill_template(REVIEW_TEMPLATES[kind], old=old, new=n) for n in news]
+        out = backend.generate(prompts, params, "reviewer", list(range(len(prompts))))
+        assert [c.text for c in out] == [c.text for c in backend.generate(prompts, P, "reviewer",
+                                                                          list(range(len(prompts))))]
+        for c in out:
+            assert "".join(t.token for t in c.logprobs) == c.text
+            assert all(t.top[0][1] == max(lp for _, lp in t.top) and len(t.top) <= 20 for t in c.logprobs)
+            from_text, from_tokens = read_text(c.text)[0], read_tokens(c.logprobs)[0]
+            if kind == "default":
+                assert abs(from_tokens - from_text) < 0.75, c.text
+            else:
+                assert from_tokens is from_text, c.text
+    with_ten = [c for c in backend.generate([fill_template(REVIEW_TEMPLATES["default"], old="Name a bird.",
+                                                           new="Name a bird" + " Use at least two concrete examples. "
+                                                           "Explain why each point holds, not just what it is. "
+                                                           "Work through it step by step, showing each "
+                                                           "intermediate result.\n\n| a | b |\n|---|---|\n| 1 | 2 |")]
+                                            * 8, params, "reviewer") if parse_score(c.text)[0] == 10]
+    assert with_ten and all(9 < score_from_logprobs(c.logprobs)[0] < 10 for c in with_ten)  # "1" then "0"
+    plain = backend.generate([OPS.render(0, "Describe rain.")], SamplingParams(logprobs=2), "instructor")[0]
+    assert "".join(t.token for t in plain.logprobs) == plain.text and all(t.logprob == 0 for t in plain.logprobs)
+    assert backend.generate([OPS.render(0, "Describe rain.")], P, "instructor")[0].logprobs is None
+
+
 def test_heuristic_is_state_dependent():
     seed = "Describe the water cycle for children."
     constrained = seed + " Use at least two concrete examples."
