@@ -106,7 +106,7 @@ def test_imports_point_one_way():
     """backends (interface, cache, clients, models) never load the environment; the environment never loads
     the factory above both; every module of each package imports in a fresh interpreter."""
     backends = _modules_loaded_by("backends")
-    assert {"teamsrl_jax.backends.base", "teamsrl_jax.backends.cache", "teamsrl_jax.backends.openai_backend"} <= backends
+    assert {f"teamsrl_jax.backends.{m}" for m in ("base", "cache", "openai_backend")} <= backends
     assert not [m for m in backends if m.startswith(("teamsrl_jax.env", "teamsrl_jax.llm"))]
     env = _modules_loaded_by("env")
     assert "teamsrl_jax.env.simulator" in env and "teamsrl_jax.llm" not in env

@@ -9,5 +9,6 @@ from teamsrl_jax.env.reward import (ELIMINATION_REASONS, Reward, RewardConfig, R
 from teamsrl_jax.env.seeds import DEFAULT_SEED_FILE, Seed, SeedPool, read_seeds
 
 __all__ = ["DEFAULT_OPERATIONS", "DEFAULT_SEED_FILE", "ELIMINATION_REASONS", "ENV_PRESETS", "EnvConfig",
-           "InstructionEnv", "LLMRequest", "Operation", "OperationSet", "Reward", "RewardConfig", "RewardResult", "Seed", "SeedPool", "load_operations",
-           "parse_rewrite", "parse_score", "parse_verdict", "read_seeds", "run_step"]
+           "InstructionEnv", "LLMRequest", "Operation", "OperationSet", "Reward", "RewardConfig", "RewardResult",
+           "Seed", "SeedPool", "load_operations", "parse_rewrite", "parse_score", "parse_verdict", "read_seeds",
+           "run_step"]
