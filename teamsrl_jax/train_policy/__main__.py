@@ -27,7 +27,19 @@ from teamsrl_jax.fileio import atomic_write_json
 from teamsrl_jax.train_policy.config import TRAIN_PRESETS, TrainConfig
 from teamsrl_jax.train_policy.evaluate import compare_policies
 from teamsrl_jax.train_policy.loop import Trainer
-from teamsrl_jax.train_policy.report import format_comparison, plot_training
+from teamsrl_jax.train_policy.report import format_comparison, format_rewrites, plot_training, rewrite_summary
+
+
+def _logprobs_arg(value: str) -> int | str:
+    if value.lower() == "none":
+        return "none"
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 20:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 20 or 'none', got {value!r}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=doc[name])
     p.add_argument("--seeds", default=None, help=doc["seeds"])
     p.add_argument("--no-eval-fixed", dest="eval_fixed", action="store_false", help="skip the fixed-operation baselines")
+    p.add_argument("--reviewer-logprobs", type=_logprobs_arg, default=None, metavar="N|none",
+                   help=doc["reviewer_logprobs"] + " Default: 20 with --backend jax, else none.")
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=KINDS, default="simulated", help=bdoc["kind"])
     g.add_argument("--base-url", default=BackendConfig.base_url, help=bdoc["base_url"])
@@ -65,11 +79,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = dict(TRAIN_PRESETS[args.preset])
     values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    # Scores from the reviewer's token probabilities where the backend surely returns them (our own model).
+    asked = args.reviewer_logprobs
+    values["reviewer_logprobs"] = (20 if args.backend == "jax" else None) if asked is None else \
+        (None if asked == "none" else asked)
     extra = {"latency_s": args.sim_latency} if args.backend == "simulated" else {}
     values["backend"] = BackendConfig(
         kind=args.backend, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
         concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries, dtype=args.dtype,
-        mesh=args.mesh, batch_slots=args.batch_slots, cache_path=args.cache or str(Path(args.out) / "cache.sqlite"), extra=extra)
+        mesh=args.mesh, batch_slots=args.batch_slots, cache_path=args.cache or str(Path(args.out) / "cache.sqlite"),
+        extra=extra)
     return TrainConfig(**values)
 
 
@@ -100,10 +119,12 @@ def train_and_report(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             "held_out": comparison, "queries": backend.accounting.to_dict(),
             "training_queries": sum(r["queries"] for r in rows),
             "training_cache_hits": sum(r["cache_hits"] for r in rows),
+            "training_rewrites": rewrite_summary(rows),
             "wall_time_s": round(time.perf_counter() - start, 2),
         }
         atomic_write_json(out / "summary.json", summary)
         backend.accounting.write_json(out / "queries.json")
+        print(format_rewrites(rows))
         if comparison:
             print(format_comparison(comparison))
         print(backend.accounting.format_table())

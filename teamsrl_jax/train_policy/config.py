@@ -48,6 +48,10 @@ class TrainConfig:
     """Parallel chains in each held-out episode."""
     eval_fixed: bool = True
     """Also compare every fixed single operation (6 more policies to evaluate)."""
+    reviewer_logprobs: int | None = None
+    """Alternatives per reviewer token to ask for (0-20), so that the reward reads each score from the
+    reviewer's token probabilities (falling back to the text where they hold none); None: scores are parsed
+    from the text. The CLI asks for 20 with --backend jax."""
     backend: BackendConfig = field(default_factory=BackendConfig)
     """The instructor/reviewer LLM (one endpoint serves both roles, as in the paper)."""
 
@@ -69,6 +73,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.eval_episodes must be an integer >= 0, got {self.eval_episodes!r}")
         if not 0 < self.held_out_fraction < 1:
             raise ValueError(f"TrainConfig.held_out_fraction must be in (0, 1), got {self.held_out_fraction!r}")
+        lp = self.reviewer_logprobs
+        if lp is not None and (isinstance(lp, bool) or not isinstance(lp, int) or not 0 <= lp <= 20):
+            raise ValueError(f"TrainConfig.reviewer_logprobs must be None or an integer in [0, 20], got {lp!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,4 +90,4 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 # Fields whose change makes a checkpoint meaningless; --resume refuses a run directory that differs in them.
 RESUME_KEYS = ("preset", "episodes_per_update", "num_chains", "horizon", "seeds", "held_out_fraction", "seed",
-               "rollout_groups")
+               "rollout_groups", "reviewer_logprobs")

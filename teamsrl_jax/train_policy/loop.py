@@ -6,7 +6,9 @@ CPU work overlaps the LLM calls, see :mod:`teamsrl_jax.train_policy.rollout`), t
 value fit, TRPO step). Outputs in the run folder:
 
 - ``config.json``: the run's configuration (``--resume`` refuses a folder whose config differs);
-- ``metrics.jsonl``: one row per iteration (return, KL, entropy, operation histogram, queries, cache hits);
+- ``metrics.jsonl``: one row per iteration (return, KL, entropy, operation histogram, what the rewrites
+  became: ``rewrites``, ``kept_fraction``, ``eliminated`` per reason, ``reviews``, ``review_scored_fraction``,
+  ``scored_by`` logprobs/text; queries, cache hits);
 - ``instructions.jsonl``: every rewrite produced in training, with its operation, parent and reward;
 - ``checkpoints/``: orbax checkpoints every ``checkpoint_every`` iterations;
 - ``cache.sqlite``: the completion cache (so a resumed run re-queries nothing it already asked).
@@ -44,11 +46,14 @@ def rl_config(cfg: TrainConfig) -> RLConfig:
 
 
 def env_config(cfg: TrainConfig, **overrides: Any) -> EnvConfig:
-    """The environment preset of ``cfg.preset`` with the run's chains, horizon, seeds and held-out split."""
-    fields = {"seed_file": cfg.seeds, "held_out_fraction": cfg.held_out_fraction}
+    """The environment preset of ``cfg.preset`` with the run's chains, horizon, seeds, held-out split and
+    reviewer log-probabilities."""
+    fields: dict[str, Any] = {"seed_file": cfg.seeds, "held_out_fraction": cfg.held_out_fraction}
     for name in ("num_chains", "horizon", "seed"):
         if getattr(cfg, name) is not None:
             fields[name] = getattr(cfg, name)
+    if cfg.reviewer_logprobs is not None:
+        fields["reviewer"] = {"logprobs": cfg.reviewer_logprobs}
     return EnvConfig.from_preset(cfg.preset, **{**fields, **overrides})
 
 

@@ -22,14 +22,17 @@ the slots as one pool shared by all callers, ``OpenAIBackend`` shares its concur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from collections import Counter
 
 import numpy as np
 
 from teamsrl_jax.backends.base import Backend, Completion
 from teamsrl_jax.env.environment import InstructionEnv, LLMRequest, run_step
+from teamsrl_jax.env.reward import ELIMINATION_REASONS, SCORE_SOURCES
 from teamsrl_jax.train_policy.agent import Agent, Rollout
 
 
@@ -44,7 +47,7 @@ def group_bounds(num_chains: int, groups: int) -> list[tuple[int, int]]:
 
 
 class _Buffer:
-    """The (T, N, ...) arrays of a rollout, filled group by group."""
+    """The (T, N, ...) arrays of a rollout, filled group by group, and the counts of what the rewrites became."""
 
     def __init__(self, steps: int, chains: int):
         self.steps, self.chains = steps, chains
@@ -53,9 +56,14 @@ class _Buffer:
         self.rewards = np.zeros((steps, chains), np.float32)
         self.dones = np.zeros((steps, chains), bool)
         self.kept = np.zeros((steps, chains), np.float32)
+        self.eliminated: Counter = Counter()  # reason -> rewrites
+        self.scored_by: Counter = Counter()   # "logprobs" / "text" -> reviews that gave a score
 
     def put(self, t: int, start: int, stop: int, obs_n: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-            dones: np.ndarray, kept: np.ndarray) -> None:
+            dones: np.ndarray, info: dict[str, Any]) -> None:
+        kept = info["reward_components"]["kept"]
+        self.eliminated.update(why for why in info["eliminated"] if why)
+        self.scored_by.update(source for source in info["score_sources"] if source)
         if self.obs is None:
             self.obs = np.zeros((self.steps, self.chains, obs_n.shape[1]), obs_n.dtype)
             self.actions = np.zeros((self.steps, self.chains), actions.dtype)
@@ -70,7 +78,7 @@ def _group_episode(env: InstructionEnv, agent: Agent, start: int, stop: int, obs
     for t in range(horizon):
         actions, obs_n = agent.act(obs)
         obs, rewards, dones, info = yield from env.step_chains(start, stop, actions, observe=t + 1 < horizon)
-        buffer.put(t0 + t, start, stop, obs_n, actions, rewards, dones, info["reward_components"]["kept"])
+        buffer.put(t0 + t, start, stop, obs_n, actions, rewards, dones, info)
 
 
 def _drive(episodes: list[Generator], backend: Backend, pool: ThreadPoolExecutor | None,
@@ -104,7 +112,8 @@ def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1,
     ``groups`` groups stepped out of phase (1: all chains together, no threads); ``in_flight`` runs once per
     episode, as soon as its first LLM request is on its way (the trainer passes ``Agent.fit_value`` so the
     previous update's value fit overlaps that request). Returns the rollout
-    (T = episodes x H) and summary statistics."""
+    (T = episodes x H) and summary statistics: mean return and step reward, operation counts, and what the
+    rewrites became (``rewrite_stats``)."""
     horizon, n = env.config.horizon, env.config.num_chains
     bounds = group_bounds(n, groups)
     buffer = _Buffer(episodes * horizon, n)
@@ -120,10 +129,27 @@ def collect(env: InstructionEnv, agent: Agent, episodes: int, groups: int = 1,
     rollout = Rollout(obs=buffer.obs, actions=buffer.actions, rewards=buffer.rewards.astype(buffer.obs.dtype),
                       dones=buffer.dones, last_obs=np.zeros_like(buffer.obs[-1]))
     counts = np.bincount(buffer.actions.ravel(), minlength=env.num_actions)
+    reviews = int(buffer.kept.sum())  # every kept rewrite is reviewed
     stats = {
         "episode_return": float(rollout.rewards.sum() / max(rollout.dones.sum(), 1)),
         "step_reward": float(rollout.rewards.mean()),
-        "kept_fraction": float(buffer.kept.mean()),
         "operations": {name: int(c) for name, c in zip(env.operations.names, counts)},
+        **rewrite_stats(buffer.kept.size, reviews, buffer.eliminated, buffer.scored_by),
     }
     return rollout, stats
+
+
+def rewrite_stats(rewrites: int, reviews: int, eliminated: Mapping[str, int],
+                  scored_by: Mapping[str, int]) -> dict[str, Any]:
+    """What the rewrites became: ``rewrites`` (made), ``kept_fraction``, ``eliminated`` (count per reason, every
+    reason listed), ``reviews`` (= kept rewrites), ``review_scored_fraction`` (reviews that gave a score or
+    verdict; None without reviews) and ``scored_by`` (those reviews by how the score was read: from the token
+    probabilities or from the text)."""
+    scored = sum(scored_by.values())
+    reasons = dict.fromkeys([*ELIMINATION_REASONS, *sorted(eliminated)])  # any other reason after the known ones
+    return {
+        "rewrites": int(rewrites), "kept_fraction": reviews / rewrites if rewrites else 0.0,
+        "eliminated": {reason: int(eliminated.get(reason, 0)) for reason in reasons},
+        "reviews": int(reviews), "review_scored_fraction": scored / reviews if reviews else None,
+        "scored_by": {source: int(scored_by.get(source, 0)) for source in SCORE_SOURCES},
+    }

@@ -67,6 +67,11 @@ def test_pipelined_groups_give_exactly_the_sequential_rollout():
     for a, b in zip(seq, pipe):
         np.testing.assert_array_equal(a, b)
     assert seq_stats == pipe_stats and seq_stats["kept_fraction"] > 0.5
+    # what the 2 x 3 x 10 rewrites became: kept (each reviewed) or eliminated with a reason
+    assert seq_stats["rewrites"] == 60 == seq_stats["reviews"] + sum(seq_stats["eliminated"].values())
+    assert seq_stats["kept_fraction"] == seq_stats["reviews"] / 60
+    assert seq_stats["scored_by"] == {"logprobs": 0, "text": seq_stats["reviews"]}  # not asked for logprobs
+    assert seq_stats["review_scored_fraction"] == 1.0
     assert json.dumps(seq_records) == json.dumps(pipe_records)  # (JSON: a NaN score compares equal)
     np.testing.assert_array_equal(seq_state["novelty"]["bits"], pipe_state["novelty"]["bits"])
     assert seq_state["texts"] == pipe_state["texts"]

@@ -13,9 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from teamsrl_jax.llm import BackendConfig
+from teamsrl_jax.env.reward import ELIMINATION_REASONS
+from teamsrl_jax.env.simulator import SimulatedBackend
 from teamsrl_jax.fileio import read_jsonl
-from teamsrl_jax.train_policy.__main__ import main, train_and_report
+from teamsrl_jax.llm import BackendConfig
+from teamsrl_jax.train_policy.__main__ import build_parser, config_from_args, main, train_and_report
 from teamsrl_jax.train_policy.config import TrainConfig
 from teamsrl_jax.train_policy.evaluate import compare_policies, mean_ci
 from teamsrl_jax.train_policy.loop import Trainer
@@ -108,7 +110,16 @@ def test_cli_writes_summary_plot_and_refuses_reuse(tmp_path, capsys):
     args = ["--out", str(out), "--iterations", "2", "--num-chains", "4", "--eval-episodes", "1",
             "--eval-chains", "4", "--no-eval-fixed"]
     assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "rewrites per iteration" in printed and "\ntotal " in printed
     summary = json.loads((out / "summary.json").read_text())
+    rows = read_jsonl(out / "metrics.jsonl")
+    rewrites = summary["training_rewrites"]
+    assert [r["iteration"] for r in rewrites["per_iteration"]] == [0, 1]
+    assert set(rows[0]["eliminated"]) == set(ELIMINATION_REASONS) and rows[0]["rewrites"] == 4 * 6
+    assert rewrites["total"]["rewrites"] == 48 == rewrites["total"]["reviews"] + sum(
+        rewrites["total"]["eliminated"].values())
+    assert rewrites["total"]["scored_by"]["text"] == rewrites["total"]["reviews"]  # the default: scores from text
     assert set(summary["held_out"]) == {"policy", "uniform_random"}
     assert summary["held_out"]["policy"]["n"] == 4
     assert summary["queries"]["instructor"]["queries"] > 0
@@ -135,7 +146,7 @@ def test_resume_of_finished_run_queries_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("iterations", 0), ("preset", "nope"), ("held_out_fraction", 1.0),
-                                         ("num_chains", -3)])
+                                         ("num_chains", -3), ("reviewer_logprobs", 21), ("reviewer_logprobs", True)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
@@ -162,3 +173,50 @@ def test_paper_preset_cli_runs_in_float64(tmp_path):
     assert summary["chains"] == 1 and summary["horizon"] == 6
     assert {r["seed"] for r in read_jsonl(out / "instructions.jsonl")} and \
         len({r["seed"] for r in read_jsonl(out / "instructions.jsonl")}) == 1          # the chain is never reset
+
+
+class FakeJaxBackend(SimulatedBackend):
+    """Stands in for ``backends.jax_backend.JaxBackend`` (same constructor): the simulator, under kind "jax"."""
+
+    name = "jax"
+
+    def __init__(self, model: str, *, dtype: str = "float32", mesh: str = "", batch_slots: int = 16, seed: int = 0):
+        super().__init__(seed, model=model)
+        self.args = dict(model=model, dtype=dtype, mesh=mesh, batch_slots=batch_slots, seed=seed)
+
+
+def test_cli_backend_jax_scores_from_probabilities(tmp_path, monkeypatch, capsys):
+    """--backend jax --model PATH builds the JAX backend with the backend flags, and the reviewer is asked for
+    logprobs through the config (20 by default), so the run's scores come from probabilities."""
+    import types
+
+    module = types.ModuleType("teamsrl_jax.backends.jax_backend")
+    module.JaxBackend = FakeJaxBackend
+    monkeypatch.setitem(sys.modules, "teamsrl_jax.backends.jax_backend", module)
+    out = tmp_path / "run"
+    flags = ["--backend", "jax", "--model", str(tmp_path / "m.gguf"), "--dtype", "bfloat16", "--mesh", "fsdp=-1",
+             "--batch-slots", "4", "--iterations", "1", "--num-chains", "4", "--eval-episodes", "0"]
+    cfg = config_from_args(build_parser().parse_args(["--out", str(out), *flags]))
+    assert (cfg.backend.kind, cfg.backend.dtype, cfg.backend.mesh, cfg.backend.batch_slots) == (
+        "jax", "bfloat16", "fsdp=-1", 4)
+    assert cfg.reviewer_logprobs == 20
+    def cli(*args):
+        return config_from_args(build_parser().parse_args(["--out", "x", *args]))
+
+    assert cli("--reviewer-logprobs", "none", *flags).reviewer_logprobs is None
+    assert cli("--reviewer-logprobs", "5").reviewer_logprobs == 5 and cli().reviewer_logprobs is None
+    assert main(["--out", str(out), *flags]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    total = summary["training_rewrites"]["total"]
+    assert summary["backend"] == "jax" and total["reviews"] > 0
+    assert total["scored_by"] == {"logprobs": total["reviews"], "text": 0}
+    assert json.loads((out / "config.json").read_text())["reviewer_logprobs"] == 20
+    scores = [r["components"]["score"] for r in read_jsonl(out / "instructions.jsonl") if r["kept"]]
+    assert all(r["components"]["from_logprobs"] == 1.0 for r in read_jsonl(out / "instructions.jsonl") if r["kept"])
+    assert any(s != round(s) for s in scores)
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "other"), "--backend", "jax"]) == 2  # no --model: one line naming it
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: BackendConfig.model") and "\n" not in err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--out", "x", "--reviewer-logprobs", "21"])
