@@ -2,10 +2,10 @@
 
 A backend turns a batch of prompts into one completion each, in order, and counts what it did per
 role (instructor, reviewer, responder) in its ``accounting``. Implementations: ``OpenAIBackend`` (any
-OpenAI-compatible HTTP endpoint), ``SimulatedBackend`` (offline, deterministic), and ``CachedBackend``
-(wraps any backend with a persistent cache); ``OpenAIBackend`` and ``CachedBackend`` finish requests one by one
-and derive from ``IncrementalBackend``. A local JAX model fits the same shape: it takes the whole batch at once
-and may override ``generate_incremental`` to report results per micro-batch.
+OpenAI-compatible HTTP endpoint), ``JaxBackend`` (our own model, in process), ``CachedBackend`` (wraps any
+backend with a persistent cache), and, beside the environment it imitates, ``env.simulator.SimulatedBackend``
+(offline, deterministic); ``OpenAIBackend`` and ``CachedBackend`` finish requests one by one and derive from
+``IncrementalBackend``. Nothing in this package imports the environment.
 """
 
 from __future__ import annotations
