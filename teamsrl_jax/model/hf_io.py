@@ -6,6 +6,8 @@ our way and handed to ``jax.make_array_from_callback`` so every device receives 
 Layout: HF linear weights are [out, in]; our kernels are [*in, *out] (q: [D, N, H], o: [N, H, D]), so a
 kernel is a transpose plus reshape. Rope follows HF's rotate_half convention: no q/k permutation.
 
+``load_pretrained`` also takes a llama.cpp GGUF file (``gguf_io``), which ends in the same ``build_model``.
+
 Saving writes into a temporary sibling directory and renames it into place, so a reader never sees
 a half-written checkpoint; the result loads in transformers (and vLLM) unchanged.
 """

@@ -5,18 +5,16 @@ import json
 import subprocess
 import sys
 
+import gguf
 import numpy as np
 import pytest
 from flax import nnx
 
-gguf = pytest.importorskip("gguf")
-
-from teamsrl_jax.model import LlamaConfig  # noqa: E402
-from teamsrl_jax.model.convert import main as convert_main  # noqa: E402
-from teamsrl_jax.model.gguf_io import load_gguf  # noqa: E402
-from teamsrl_jax.model.hf_io import (CheckpointError, build_model, hf_name, hf_tensor_shapes,  # noqa: E402
-                                     load_pretrained, to_hf)
-from teamsrl_jax.model.tokenizer import train_tiny_tokenizer  # noqa: E402
+from teamsrl_jax.model import LlamaConfig
+from teamsrl_jax.model.convert import main as convert_main
+from teamsrl_jax.model.gguf_io import load_gguf
+from teamsrl_jax.model.hf_io import CheckpointError, build_model, hf_name, hf_tensor_shapes, load_pretrained, to_hf
+from teamsrl_jax.model.tokenizer import train_tiny_tokenizer
 
 Q = gguf.GGMLQuantizationType
 LOGIT_TOL = 2e-3  # max |Δlogit| against transformers' own dequantisation, float32
