@@ -20,7 +20,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m teamsrl_jax.model.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m teamsrl_jax.model.convert",
+                                     description="Dequantise a GGUF checkpoint into a Hugging Face folder.")
     parser.add_argument("gguf", help="the .gguf file (or a folder holding exactly one)")
     parser.add_argument("out", help="the Hugging Face folder to write (replaced atomically if it exists)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the saved tensors")

@@ -43,12 +43,12 @@ KINDS = ("gpt2", "llama")
 
 
 def tokenizer_from_gguf(meta: dict, file: Path):
-    """The tokenizer of a GGUF's metadata (``gguf_io.read_metadata``), or None when it holds no token list."""
+    """The tokenizer of a GGUF's metadata (``gguf_io.read_metadata``), or None when it describes none."""
     from transformers import PreTrainedTokenizerFast
 
-    if "tokenizer.ggml.tokens" not in meta:
-        return None
     kind = meta.get("tokenizer.ggml.model")
+    if "tokenizer.ggml.tokens" not in meta or kind in ("none", "no_vocab"):
+        return None
     if kind not in KINDS:
         raise CheckpointError(f"{file}: tokenizer kind {kind!r} is not supported; supported: {', '.join(KINDS)}")
     tokens = meta["tokenizer.ggml.tokens"]

@@ -314,7 +314,13 @@ def _write_metadata(tmp: Path, config, tokenizer, dtype, weight_map, total, shar
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Renames tmp to path; an existing path is moved aside first and removed after."""
+    """Renames tmp to path; an existing path is moved aside first and removed after. The folder and its files
+    get the umask's default modes (mkdtemp makes the folder owner-only, safetensors its files)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    for file in tmp.iterdir():
+        file.chmod(0o666 & ~umask)
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))

@@ -2,18 +2,24 @@
 from metadata, llama.cpp's q/k permutation on tiny GGUFs written here, and one-line errors."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
 import gguf
+import jax
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from teamsrl_jax.model import LlamaConfig
 from teamsrl_jax.model.convert import main as convert_main
 from teamsrl_jax.model.gguf_io import load_gguf
 from teamsrl_jax.model.hf_io import CheckpointError, build_model, hf_name, hf_tensor_shapes, load_pretrained, to_hf
+from teamsrl_jax.model.sharding import MeshConfig, make_mesh
 from teamsrl_jax.model.tokenizer import train_tiny_tokenizer
 
 Q = gguf.GGMLQuantizationType
@@ -250,12 +256,12 @@ def write_gguf(path, config, tensors, qtype=Q.F32, *, arch=None, tokenizer=None,
     return path
 
 
-@pytest.mark.parametrize("arch,qtype", [("llama", Q.F32), ("llama", Q.F16), ("llama", Q.Q8_0), ("qwen2", Q.F32),
-                                        ("qwen2", Q.Q4_1)])
-def test_tiny_gguf_loads_back_the_original(tmp_path, arch, qtype):
-    """Written as llama.cpp writes it (q/k rows permuted for llama only, qwen2's biases), loaded back equal to
-    the original HF tensors within the quantisation error."""
-    config = LlamaConfig(**TINY, model_type=arch, attention_bias=arch == "qwen2", tie_word_embeddings=arch == "qwen2")
+@pytest.mark.parametrize("arch,qtype,bias", [("llama", Q.F32, False), ("llama", Q.F16, False), ("llama", Q.Q8_0, True),
+                                             ("qwen2", Q.F32, True), ("qwen2", Q.Q4_1, True)])
+def test_tiny_gguf_loads_back_the_original(tmp_path, arch, qtype, bias):
+    """Written as llama.cpp writes it (llama: q/k rows and biases permuted; qwen2: q/k/v biases, nothing
+    permuted), loaded back equal to the original HF tensors within the quantisation error."""
+    config = LlamaConfig(**TINY, model_type=arch, attention_bias=bias, tie_word_embeddings=arch == "qwen2")
     original = random_hf_tensors(config)
     path = write_gguf(tmp_path / "tiny.gguf", config, original, qtype)
     model, loaded_config, tokenizer = load_gguf(path)
@@ -275,6 +281,20 @@ def test_tiny_gguf_loads_back_the_original(tmp_path, arch, qtype):
         reference = build_model(config, ((n, t, "original") for n, t in original.items()))
         ids = np.random.default_rng(0).integers(0, 300, size=(2, 12))
         np.testing.assert_allclose(np.asarray(model(ids)), np.asarray(reference(ids)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
+def test_tiny_gguf_loads_onto_a_mesh(tmp_path, tiny_gguf):
+    """Dequantised tensors stream into sharded arrays: each device holds only its slice, same values."""
+    path, _ = tiny_gguf
+    single, _, _ = load_gguf(path)
+    mesh = make_mesh(MeshConfig.parse("data=2,fsdp=2,tensor=2"))
+    model, _, _ = load_pretrained(path, mesh=mesh)
+    q = model.layers[0].self_attn.q_proj.kernel[...]
+    assert q.sharding == NamedSharding(mesh, P("fsdp", "tensor", None))
+    assert q.shape == (64, 4, 16) and {s.data.shape for s in q.addressable_shards} == {(32, 2, 16)}
+    for (p_, a), (_, b) in zip(_params(single).items(), _params(model).items()):
+        np.testing.assert_array_equal(a, b, err_msg=str(p_))
 
 
 def test_rope_scaling_from_metadata_and_rope_freqs(tmp_path):
@@ -423,6 +443,10 @@ def test_convert_cli(tmp_path, tiny_gguf):
     assert convert_main([str(path), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
     hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert hf_config["architectures"] == ["LlamaForCausalLM"] and hf_config["torch_dtype"] == "bfloat16"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "hf").stat().st_mode) == 0o777 & ~umask  # not mkdtemp's owner-only folder
+    assert stat.S_IMODE((tmp_path / "hf" / "model.safetensors").stat().st_mode) == 0o666 & ~umask
     model, loaded_config, tokenizer = load_pretrained(tmp_path / "hf")
     assert loaded_config == config and tokenizer("a test").input_ids == load_gguf(path)[2]("a test").input_ids
     # a bad file: one line on stderr, exit code 2, from the real entry point
