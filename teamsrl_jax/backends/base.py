@@ -59,6 +59,11 @@ class SamplingParams:
     """Return, for each generated token, its log-probability and the ``logprobs`` most likely alternatives
     at that position (OpenAI's ``logprobs=True, top_logprobs=N``; at most 20). None: not requested."""
 
+    prefix: str | None = None
+    """Assistant prefill: the reply is made to start with this text, and the completion is what follows it
+    (e.g. "Score:" so that a reviewer's first token is its score). Our ``jax`` backend and servers that continue
+    a final assistant message (vLLM, SGLang, llama.cpp) honour it; None: the model starts its reply freely."""
+
     def __post_init__(self) -> None:
         if not self.temperature >= 0:  # also rejects NaN
             raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
@@ -70,6 +75,8 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.top_k must be None or an integer >= 1, got {self.top_k!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
             raise ValueError(f"SamplingParams.stop must be a tuple of strings, got {self.stop!r}")
+        if self.prefix is not None and not isinstance(self.prefix, str):
+            raise ValueError(f"SamplingParams.prefix must be None or a string, got {self.prefix!r}")
         if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)
                                           or not 0 <= self.logprobs <= 20):
             raise ValueError(f"SamplingParams.logprobs must be None or an integer in [0, 20], got {self.logprobs!r}")
@@ -78,8 +85,9 @@ class SamplingParams:
     def cache_key(self) -> str:
         """Canonical JSON of all fields (sorted keys, no whitespace): equal params give equal strings."""
         fields = asdict(self)
-        if fields["logprobs"] is None:  # keys written before the field existed stay valid
-            del fields["logprobs"]
+        for name in ("logprobs", "prefix"):
+            if fields[name] is None:  # keys written before these fields existed stay valid
+                del fields[name]
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 

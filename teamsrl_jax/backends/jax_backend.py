@@ -2,7 +2,7 @@
 
 One loaded model serves every role (instructor, reviewer, responder). Each prompt is sent as one user
 message (after ``SamplingParams.system``) rendered with the checkpoint's chat template, exactly as an
-OpenAI-compatible chat server renders it; the reply's token counts and finish reason are reported as such
+OpenAI-compatible chat server renders it (``SamplingParams.prefix`` opens the assistant's reply); the reply's token counts and finish reason are reported as such
 a server reports them. ``SamplingParams.logprobs`` returns each generated token's log-probability and its
 most likely alternatives, which lets a reviewer be scored from its probabilities over the score tokens.
 
@@ -16,6 +16,7 @@ prompt and its sample index, so a request draws the same tokens whatever batch i
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ class JaxBackend(IncrementalBackend):
         self.generated_tokens = 0
         """Tokens generated so far (all roles), with ``generate_seconds`` for throughput logs."""
         self.generate_seconds = 0.0
+        # one engine, one batch at a time: callers on several threads (a pipelined rollout) take turns
+        self._lock = threading.Lock()
 
     def _request_seed(self, prompt: str, sample_index: int, params: SamplingParams) -> int:
         base = self.seed if params.seed is None else params.seed
@@ -65,7 +68,7 @@ class JaxBackend(IncrementalBackend):
         indices = resolve_sample_indices(prompts, sample_indices)
         requests = []
         for i, (prompt, k) in enumerate(zip(prompts, indices)):
-            ids = self.engine.chat_ids(prompt, params.system)
+            ids = self.engine.chat_ids(prompt, params.system, params.prefix)
             if len(ids) >= self.engine.max_context:
                 self.accounting.record(role, errors=1)
                 raise BackendRequestError(f"jax backend: prompt {i} has {len(ids)} tokens; the model's context is "
@@ -83,10 +86,11 @@ class JaxBackend(IncrementalBackend):
             if on_result is not None:
                 on_result(i, completion)
 
-        start = time.perf_counter()
-        self.engine.generate(requests, on_result=finished, progress=self.progress)
-        self.generate_seconds += time.perf_counter() - start
-        self.generated_tokens += sum(c.completion_tokens or 0 for c in completions)
+        with self._lock:
+            start = time.perf_counter()
+            self.engine.generate(requests, on_result=finished, progress=self.progress)
+            self.generate_seconds += time.perf_counter() - start
+            self.generated_tokens += sum(c.completion_tokens or 0 for c in completions)
         return completions  # type: ignore[return-value]
 
     def _completion(self, result) -> Completion:

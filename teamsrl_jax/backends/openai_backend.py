@@ -281,6 +281,10 @@ class OpenAIBackend(IncrementalBackend):
     def _request_kwargs(self, prompt: str, params: SamplingParams) -> dict[str, Any]:
         messages = ([{"role": "system", "content": params.system}] if params.system is not None else [])
         messages.append({"role": "user", "content": prompt})
+        extra_body: dict[str, Any] = {}
+        if params.prefix is not None:  # the reply continues this assistant message (vLLM, SGLang, llama.cpp)
+            messages.append({"role": "assistant", "content": params.prefix})
+            extra_body.update(continue_final_message=True, add_generation_prompt=False)
         kwargs: dict[str, Any] = dict(model=self.model, messages=messages, temperature=params.temperature,
                                       top_p=params.top_p, max_tokens=params.max_tokens)
         if params.stop:
@@ -288,7 +292,9 @@ class OpenAIBackend(IncrementalBackend):
         if params.seed is not None:
             kwargs["seed"] = params.seed
         if params.top_k is not None:  # not in the OpenAI schema; vLLM, SGLang, llama.cpp and Ollama read it
-            kwargs["extra_body"] = {"top_k": params.top_k}
+            extra_body["top_k"] = params.top_k
+        if extra_body:
+            kwargs["extra_body"] = extra_body
         if params.logprobs is not None:
             kwargs.update(logprobs=True, top_logprobs=params.logprobs)
         return kwargs

@@ -37,7 +37,7 @@ from teamsrl_jax.backends.base import Backend, Completion, SamplingParams
 from teamsrl_jax.env.features import (FEATURE_KINDS, TextFeatureCache, default_features, obs_dim, one_hot_previous,
                                       text_stats)
 from teamsrl_jax.env.operations import OperationSet
-from teamsrl_jax.env.reward import Reward, RewardConfig
+from teamsrl_jax.env.reward import REVIEW_PREFILLS, Reward, RewardConfig
 from teamsrl_jax.env.seeds import SeedPool
 
 RESET_MODES = ("fresh_seeds", "persistent_chain")
@@ -203,6 +203,9 @@ class InstructionEnv:
                 seeds, self.held_out_seeds = seeds.split(config.held_out_fraction, seed=config.seed)
         self.seed_pool = seeds
         self.reward_fn = Reward(config.reward)
+        self._reviewer_params = config.reviewer
+        if config.reward.prefill:
+            self._reviewer_params = dataclasses.replace(config.reviewer, prefix=REVIEW_PREFILLS[config.reward.kind])
         self.encoder = None
         if config.features == "embedding":
             from teamsrl_jax.env.encoder import SentenceEncoder  # imports JAX; only for this feature kind
@@ -319,7 +322,7 @@ class InstructionEnv:
         rewrites = [self.operations.parse(r) for r in replies]
         eliminated = self.reward_fn.gates(parents, rewrites, [self.operations.templates[a] for a in actions])
         review = self.reward_fn.review_prompts(parents, rewrites, eliminated)
-        request = self._request("reviewer", start, stop, age, review, self.config.reviewer)
+        request = self._request("reviewer", start, stop, age, review, self._reviewer_params)
         reviews = _checked((yield request), len(review), "reviewer")
         if self.reward_fn.memory is not None and self._remembered != age:
             raise RuntimeError(f"chains [{start}, {stop}) scored step {age} before every chain finished the "

@@ -82,9 +82,12 @@ Rate the evolved instruction from 1 to 10 for how much it adds in difficulty and
 one: more requirements, a deeper or more specific inquiry, more reasoning steps, a richer input, or a fresh and less
 common task. It must stay clear, self-contained and answerable by a capable person; a broken, vague, unanswerable or
 merely reworded instruction gets 1 to 3.
-Start your reply with "Score: N" (N an integer from 1 to 10), then give at most one sentence of justification."""
+Start your reply with "Score:" and your score as one integer from 1 to 10, then give at most one sentence of
+justification."""
 
 REVIEW_TEMPLATES = {"paper": PAPER_REVIEW, "default": DEFAULT_REVIEW}
+REVIEW_PREFILLS = {"paper": "Answer:", "default": "Score:"}
+"""The start of the reviewer's reply with ``RewardConfig.prefill``: the label its template asks it to answer after."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class RewardConfig:
     score_from: str = "logprobs"
     """``logprobs``: read the score/verdict from the reviewer's token probabilities where its completion carries
     them (ask with ``EnvConfig.reviewer.logprobs``), else from its text; ``text``: always parse the text."""
+    prefill: bool = False
+    """Open the reviewer's reply with its answer label ("Score:", or "Answer:" for ``paper``), so that the reply
+    starts with the score or verdict even from a model that would not follow the format (assistant prefill:
+    the ``jax`` backend, and servers that continue a final assistant message)."""
 
     def __post_init__(self) -> None:
         if self.kind not in REWARD_KINDS:
@@ -382,7 +389,7 @@ class Reward:
         from_tokens, from_text = ((score_from_logprobs, parse_score) if self.config.kind == "default"
                                   else (verdict_from_logprobs, parse_verdict))
         if self.config.score_from == "logprobs" and reply.logprobs:
-            value, _ = from_tokens(reply.logprobs)
+            value, _ = from_tokens(reply.logprobs, opened=self.config.prefill)
             if value is not None:
                 return value, "", "logprobs"
         value, note = from_text(reply.text)

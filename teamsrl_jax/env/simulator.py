@@ -371,12 +371,14 @@ class SimulatedBackend(Backend):
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, role: Role,
                  sample_indices: Sequence[int] | None = None) -> list[Completion]:
-        """One reply per prompt. Of ``params`` only ``logprobs`` counts (the simulation is the same at any
-        temperature): when set, each completion carries ``token_logprobs``."""
+        """One reply per prompt. Of ``params`` only ``logprobs`` and ``prefix`` count (the simulation is the same at
+        any temperature): with ``logprobs`` each completion carries ``token_logprobs``; a reviewer's reply opened
+        with a ``prefix`` starts with its score or verdict."""
         check_role(role)
         indices = resolve_sample_indices(prompts, sample_indices)
         done = self.slots.reserve(len(prompts)) if self.latency_s else 0.0
-        reply = {"instructor": lambda p, rng: (self._instruct(p, rng), None), "reviewer": self._review,
+        reply = {"instructor": lambda p, rng: (self._instruct(p, rng), None),
+                 "reviewer": lambda p, rng: self._review(p, rng, params.prefix),
                  "responder": lambda p, rng: (self._respond(p, rng), None)}[role]
         try:
             replies = [reply(p, self._rng(p, i)) for p, i in zip(prompts, indices)]
@@ -422,8 +424,9 @@ class SimulatedBackend(Backend):
             return f'{OPEN_TAG}"{new}"{CLOSE_TAG}' if '"' not in new else f"{OPEN_TAG}{new}{CLOSE_TAG}"
         return f"```text\n{new}\n```"
 
-    def _review(self, prompt: str, rng: np.random.Generator) -> tuple[str, tuple[str, float]]:
-        """The reply and (review kind, unrounded judgement in [1, 10])."""
+    def _review(self, prompt: str, rng: np.random.Generator, prefix: str | None = None) -> tuple[str, tuple[str, float]]:
+        """The reply and (review kind, unrounded judgement in [1, 10]). With a ``prefix`` (the reply was opened
+        with "Score:" or "Answer:"), the reply is what follows it: the score or verdict first."""
         for kind, matcher in self._reviews.items():
             m = matcher.fullmatch(prompt)
             if m:
@@ -432,6 +435,10 @@ class SimulatedBackend(Backend):
             raise BackendRequestError("simulated reviewer: the prompt matches no review template")
         judgement = min(10.0, max(1.0, heuristic_score(m.group("old"), m.group("new")) + rng.uniform(-0.5, 0.5)))
         score = round(judgement)
+        if prefix is not None:
+            verdict = "Not Equal" if score >= NOT_EQUAL_FROM else "Equal"
+            return (f" {verdict}" if kind == "paper" else f" {score}\nJudged on added requirements and depth."), \
+                (kind, judgement)
         if kind == "paper":
             verdicts = (("Not Equal", "Not Equal.", "**Not equal**", "They are not equal.", "Answer: Not Equal")
                         if score >= NOT_EQUAL_FROM else ("Equal", "Equal.", "equal", "They are equal."))

@@ -161,18 +161,19 @@ class Engine:
         return ids
 
     # -- prompts ----------------------------------------------------------------------------------------
-    def chat_ids(self, prompt: str, system: str | None = None) -> list[int]:
+    def chat_ids(self, prompt: str, system: str | None = None, prefix: str | None = None) -> list[int]:
         """The token ids of one user message (after ``system``, when given) rendered with the tokenizer's chat
-        template and the assistant's turn opened, as an OpenAI-compatible chat server builds them."""
+        template and the assistant's turn opened, as an OpenAI-compatible chat server builds them; ``prefix``
+        is the start of the assistant's reply (prefill), which generation continues."""
         if self.tokenizer is None:
             raise ValueError("the engine has no tokenizer")
         messages = ([{"role": "system", "content": system}] if system is not None else [])
         messages.append({"role": "user", "content": prompt})
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return list(self.tokenizer(text + (prefix or ""), add_special_tokens=False)["input_ids"])
         # no template: the plain text, with the tokenizer's own special tokens (e.g. BOS)
-        text = "\n\n".join(m["content"] for m in messages)
+        text = "\n\n".join(m["content"] for m in messages) + ("\n\n" + prefix if prefix else "")
         return list(self.tokenizer(text)["input_ids"])
 
     def decode(self, ids: Sequence[int]) -> str:

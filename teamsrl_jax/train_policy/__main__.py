@@ -52,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, typ in (("iterations", int), ("episodes_per_update", int), ("num_chains", int), ("horizon", int),
                       ("held_out_fraction", float), ("seed", int), ("checkpoint_every", int),
                       ("keep_checkpoints", int), ("eval_episodes", int), ("eval_chains", int),
-                      ("rollout_groups", int)):
+                      ("rollout_groups", int), ("instructor_max_tokens", int), ("reviewer_max_tokens", int)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=doc[name])
     p.add_argument("--seeds", default=None, help=doc["seeds"])
     p.add_argument("--no-eval-fixed", dest="eval_fixed", action="store_false", help="skip the fixed-operation baselines")
     p.add_argument("--reviewer-logprobs", type=_logprobs_arg, default=None, metavar="N|none",
                    help=doc["reviewer_logprobs"] + " Default: 20 with --backend jax, else none.")
+    p.add_argument("--reviewer-prefill", action=argparse.BooleanOptionalAction, default=None,
+                   help=doc["reviewer_prefill"] + " Default: on with --backend jax, else off.")
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=KINDS, default="simulated", help=bdoc["kind"])
     g.add_argument("--base-url", default=BackendConfig.base_url, help=bdoc["base_url"])
@@ -83,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     asked = args.reviewer_logprobs
     values["reviewer_logprobs"] = (20 if args.backend == "jax" else None) if asked is None else \
         (None if asked == "none" else asked)
+    values["reviewer_prefill"] = args.backend == "jax" if args.reviewer_prefill is None else args.reviewer_prefill
     extra = {"latency_s": args.sim_latency} if args.backend == "simulated" else {}
     values["backend"] = BackendConfig(
         kind=args.backend, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,

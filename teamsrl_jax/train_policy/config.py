@@ -52,6 +52,13 @@ class TrainConfig:
     """Alternatives per reviewer token to ask for (0-20), so that the reward reads each score from the
     reviewer's token probabilities (falling back to the text where they hold none); None: scores are parsed
     from the text. The CLI asks for 20 with --backend jax."""
+    reviewer_prefill: bool = False
+    """Open every review with its answer label ("Score:" / "Answer:") so that the reply starts with the score
+    (``RewardConfig.prefill``); for models too small to follow the format. The CLI turns it on with --backend jax."""
+    instructor_max_tokens: int | None = None
+    """Cap on the tokens of one rewrite; None keeps the preset's (default 1024, paper 2048)."""
+    reviewer_max_tokens: int | None = None
+    """Cap on the tokens of one review; None keeps the preset's (default 128, paper 2048)."""
     backend: BackendConfig = field(default_factory=BackendConfig)
     """The instructor/reviewer LLM (one endpoint serves both roles, as in the paper)."""
 
@@ -65,7 +72,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("num_chains", "horizon"):
+        for name in ("num_chains", "horizon", "instructor_max_tokens", "reviewer_max_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
@@ -90,4 +97,4 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 # Fields whose change makes a checkpoint meaningless; --resume refuses a run directory that differs in them.
 RESUME_KEYS = ("preset", "episodes_per_update", "num_chains", "horizon", "seeds", "held_out_fraction", "seed",
-               "rollout_groups", "reviewer_logprobs")
+               "rollout_groups", "reviewer_logprobs", "reviewer_prefill")

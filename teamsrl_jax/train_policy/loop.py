@@ -8,7 +8,8 @@ value fit, TRPO step). Outputs in the run folder:
 - ``config.json``: the run's configuration (``--resume`` refuses a folder whose config differs);
 - ``metrics.jsonl``: one row per iteration (return, KL, entropy, operation histogram, what the rewrites
   became: ``rewrites``, ``kept_fraction``, ``eliminated`` per reason, ``reviews``, ``review_scored_fraction``,
-  ``scored_by`` logprobs/text; queries, cache hits);
+  ``scored_by`` logprobs/text; queries, cache hits, ``generated_tokens`` and ``generated_tokens_per_s`` of
+  the rollout);
 - ``instructions.jsonl``: every rewrite produced in training, with its operation, parent and reward;
 - ``checkpoints/``: orbax checkpoints every ``checkpoint_every`` iterations;
 - ``cache.sqlite``: the completion cache (so a resumed run re-queries nothing it already asked).
@@ -54,6 +55,11 @@ def env_config(cfg: TrainConfig, **overrides: Any) -> EnvConfig:
             fields[name] = getattr(cfg, name)
     if cfg.reviewer_logprobs is not None:
         fields["reviewer"] = {"logprobs": cfg.reviewer_logprobs}
+    if cfg.reviewer_prefill:
+        fields["reward"] = {"prefill": True}
+    for role in ("instructor", "reviewer"):
+        if getattr(cfg, f"{role}_max_tokens") is not None:
+            fields[role] = {**fields.get(role, {}), "max_tokens": getattr(cfg, f"{role}_max_tokens")}
     return EnvConfig.from_preset(cfg.preset, **{**fields, **overrides})
 
 
@@ -116,7 +122,8 @@ class Trainer:
                 rows.append(self.step())
                 bar.update(1)
                 bar.set_postfix(ret=f"{rows[-1]['episode_return']:.3f}", kl=f"{rows[-1]['kl']:.4f}",
-                                queries=rows[-1]["queries"], hits=rows[-1]["cache_hits"])
+                                queries=rows[-1]["queries"], hits=rows[-1]["cache_hits"],
+                                tok_s=rows[-1]["generated_tokens_per_s"])
                 if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
                     self.save()
         finally:
@@ -130,8 +137,10 @@ class Trainer:
         # The agent's pending value fit is dispatched once the first LLM request is in flight.
         batch, stats = rollout.collect(self.env, self.agent, self.cfg.episodes_per_update, self.cfg.rollout_groups,
                                        in_flight=self.agent.fit_value)
+        collect_s = time.perf_counter() - start
         learn = self.agent.learn(batch)
         after = self.backend.accounting.total()
+        generated = after["completion_tokens"] - before["completion_tokens"]
         self.elapsed += time.perf_counter() - start
         row = {
             "iteration": self.iteration, **stats,
@@ -140,6 +149,8 @@ class Trainer:
                 learn["trpo/surrogate_after"] - learn["trpo/surrogate_before"],
             "value_error": learn["value/error"],
             "queries": after["queries"] - before["queries"], "cache_hits": after["cache_hits"] - before["cache_hits"],
+            # tokens the LLM generated in this iteration's rollout (cache hits generate none), per second of it
+            "generated_tokens": generated, "generated_tokens_per_s": round(generated / max(collect_s, 1e-9), 1),
             "elapsed_s": round(self.elapsed, 3),
         }
         self.metrics.append(row)

@@ -181,6 +181,20 @@ def test_logprobs_are_asked_for_and_read(fake_server):
     assert zero.logprobs == expected_logprobs(server, "zero", 0) and zero.logprobs[0].top == ()
 
 
+def test_a_prefix_is_sent_as_the_assistant_message_to_continue(fake_server):
+    server = fake_server()
+    with make(server) as backend:
+        backend.generate(["judge"], SamplingParams(temperature=0.0, prefix="Score:", top_k=5), "reviewer")
+        backend.generate(["free"], GREEDY, "reviewer")
+    body = server.by_prompt["judge"][0].body
+    assert body["messages"][-1] == {"role": "assistant", "content": "Score:"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False and body["top_k"] == 5
+    free = server.by_prompt["free"][0].body
+    assert free["messages"][-1]["role"] == "user" and "continue_final_message" not in free
+    assert SamplingParams(prefix="Score:").cache_key() != SamplingParams().cache_key()
+    assert "prefix" not in SamplingParams().cache_key()  # keys of caches written before the field stay valid
+
+
 def test_logprobs_survive_retries_and_come_back_from_the_cache(fake_server, tmp_path):
     """Faults on the way, then a rerun that queries nothing and reads the same probabilities."""
     prompts = ["judge a", "judge b", "judge c"]

@@ -52,10 +52,13 @@ def test_an_unsplittable_one_goes_to_the_nearer_end_of_the_scale():
 @pytest.mark.parametrize("pieces, expected", [
     (("Score", " (", ("1", {"1": 1.0}), "-", "1", "0", "):", (" 7", {" 7": 0.5, " 9": 0.5})), 8.0),  # the scale
     (("It", " adds", (" 3", {" 3": 1.0}), " rules", ".", " Score", ":", (" 8", {" 8": 0.5, " 6": 0.5})), 7.0),
-    ((("7", {"7": 0.5, "5": 0.5}), "/", "1", "0"), 6.0),                 # no label: the first number
+    ((("7", {"7": 0.5, "5": 0.5}), "/", "1", "0"), 6.0),                 # no label: a number out of 10
     (("Rating", ":", (" 6", {" 6": 0.5, " 7": 0.5}), " out", " of", " 1", "0"), 6.5),
     (("I", " count", (" 1", {" 1": 1.0}), "2", " steps", "."), None),    # 12 is no score
     (("Great", " rewrite", "!"), None),
+    # prose with a number is not a score (a 135M reviewer wrote this), but a number opening the reply is
+    (("The", " task", " is", " for", " a", " ", ("1", {"1": 1.0}), "0", "-", "year", "-", "old", "."), None),
+    ((" ", (" 7", {" 7": 0.5, " 8": 0.5}), ".", " Good"), 7.5),
     ((), None),
 ])
 def test_the_position_read(pieces, expected):
@@ -76,3 +79,17 @@ def test_verdicts_from_not_against_equal():
     assert verdict_from_logprobs(toks("Hard", " to", " say")) == (
         None, "no Equal / Not token among the reviewer's tokens")
     assert verdict_from_logprobs(None)[0] is None
+
+
+def test_an_opened_reply_is_read_at_its_first_position_whatever_was_generated():
+    # after a "Score:" prefill a small model wrote " N", but ranked the scores at that position
+    tokens = toks((" ", {" ": 0.9, " N": 0.1}), ("N", {"N": 0.5, "7": 0.3, "8": 0.1, "1": 0.1}), "\n")
+    got, _ = score_from_logprobs(tokens, opened=True)
+    assert got == pytest.approx((7 * 0.3 + 8 * 0.1 + 10 * 0.1) / 0.5)  # "1" beside 7 and 8 stands for 10
+    assert score_from_logprobs(tokens)[0] is None  # not opened: no number was written
+    # nothing to read at the opening: the usual rules apply
+    later = toks(("The", {"The": 1.0}), " score", " is", (" 6", {" 6": 1.0}), "/", "1", "0")
+    assert score_from_logprobs(later, opened=True)[0] == pytest.approx(6.0)
+    verdict = toks((" Equal", {" Equal": 0.4, " Not": 0.35, " not": 0.2}), ".")
+    assert verdict_from_logprobs(verdict, opened=True) == (True, "")
+    assert verdict_from_logprobs(toks((" Both", {" Both": 1.0}), " equal", "."), opened=True)[0] is False

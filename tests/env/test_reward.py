@@ -332,3 +332,22 @@ def test_a_resumed_run_reads_the_same_probabilities_from_the_cache(tmp_path):
     scores = [x for _, _, c in first for x in c["score"] if not math.isnan(x)]
     assert any(x != round(x) for x in scores)  # probability-weighted means, not the written integers
     assert json.dumps(run(Unreachable())) == json.dumps(first)
+
+
+@pytest.mark.parametrize("kind,label", [("default", "Score:"), ("paper", "Answer:")])
+def test_prefill_opens_the_review_with_its_label(kind, label):
+    """With ``prefill`` the reviewer's reply starts after the label its template asks for, so a model that would
+    not follow the format still answers with a score or verdict first (the simulator continues it so)."""
+    from teamsrl_jax.env.simulator import SimulatedBackend
+
+    env, backend = reward_env(RewardConfig(kind=kind, prefill=True), [NEW], " 8\nBetter.", reviewer={"logprobs": 5})
+    reward_step(env)
+    assert [(role, params.prefix) for role, _, params in backend.calls] == [("instructor", None), ("reviewer", label)]
+    config = EnvConfig.from_preset("default" if kind == "default" else "paper", num_chains=4, horizon=2,
+                                   reward={"prefill": True}, reviewer={"logprobs": 20})
+    real = InstructionEnv(config, SimulatedBackend())
+    real.reset()
+    _, _, _, info = real.step(np.arange(4) % 6)
+    replies = [r for r in info["reviewer_replies"] if r is not None]
+    assert replies and all(not r.lower().startswith(label.lower()) for r in replies)  # the continuation only
+    assert info["score_sources"].count("logprobs") == len(replies)
