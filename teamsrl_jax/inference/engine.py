@@ -6,9 +6,9 @@ row finishes (EOS, a stop string, or ``max_tokens``), the next waiting prompt ta
 one long answer does not hold the batch.
 
 Shapes are bucketed so that a run compiles a handful of programs: the prefill batch (powers of two up to
-``batch_slots``), the prompt length (powers of two from ``min_bucket``), the cache length (one per
-``generate`` call, a power of two covering the longest prompt + ``max_tokens``) and the part of the cache a
-decode step attends over (a power of two covering the longest row in use).
+``batch_slots``), the prompt length (powers of two from ``min_bucket``) and the cache length (a power of two
+from 64 covering the longest row in use: the cache starts short and doubles as rows grow, so a decode step
+reads only about as much cache as is filled).
 
     engine = Engine.from_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")
     ids = engine.chat_ids("What is the capital of France?")
@@ -138,6 +138,7 @@ class Engine:
         self.min_bucket = int(min_bucket)
         self.max_context = int(max_context or config.max_position_embeddings)
         self.graphdef, self.state = nnx.split(model)
+        self._prefill, self._decode = _programs(self.graphdef)
         self.eos_token_ids = frozenset(self._eos_ids(eos_token_ids))
         self.stats = EngineStats()
 
@@ -179,10 +180,12 @@ class Engine:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True) if self.tokenizer is not None else ""
 
-    # -- the jitted programs (module level, so engines over one model share their compiled programs) --------
+    # -- the jitted programs ----------------------------------------------------------------------------
+    # Pure functions of (graphdef, state, ...). ``_programs`` closes them over one graphdef, once per model
+    # structure: engines over one model share the compiled programs, and no call hashes the graphdef (hashing
+    # it, as a static argument, cost tens of milliseconds per decode step).
     @staticmethod
-    @partial(jax.jit, static_argnames=("graphdef", "greedy", "n_logprobs"), donate_argnames=("cache",))
-    def _prefill(graphdef, state, cache, ids_bxP, lengths_b, slots_b, temperature_b, top_k_b, top_p_b, keys_bx2,
+    def _prefill_fn(graphdef, state, cache, ids_bxP, lengths_b, slots_b, temperature_b, top_k_b, top_p_b, keys_bx2,
                  index_b, *, greedy, n_logprobs):
         """Runs b right-padded prompts, writes their keys/values into cache rows ``slots_b`` (an index past
         the last row drops a padding row), and samples each prompt's first token."""
@@ -194,25 +197,28 @@ class Engine:
         last_bxD = jnp.take_along_axis(hidden, (lengths_b - 1)[:, None, None], axis=1)[:, 0]
         logits_bxV = model.head(last_bxD)
         tokens_b = next_tokens(logits_bxV, temperature_b, top_k_b, top_p_b, keys_bx2, index_b, greedy=greedy)
-        rows, cols = slots_b[:, None], jnp.arange(P)[None, :]
         S = cache.segment_ids.shape[1]
         new_segments = (jnp.arange(S)[None, :] < lengths_b[:, None]).astype(jnp.int32)
-        cache = KVCache(
-            k=tuple(c.at[rows, cols].set(x.astype(c.dtype), mode="drop") for c, x in zip(cache.k, filled.k)),
-            v=tuple(c.at[rows, cols].set(x.astype(c.dtype), mode="drop") for c, x in zip(cache.v, filled.v)),
-            segment_ids=cache.segment_ids.at[slots_b].set(new_segments, mode="drop"),
-            end=cache.end.at[slots_b].set(lengths_b, mode="drop"))
+
+        def put(c, x, axis):  # whole rows: the prompt's slots, then zeros (masked until written)
+            pad = [(0, 0)] * 4
+            pad[axis] = (0, S - P)
+            return c.at[slots_b].set(jnp.pad(x.astype(c.dtype), pad), mode="drop")
+
+        cache = KVCache(k=tuple(put(c, x, 3) for c, x in zip(cache.k, filled.k)),
+                        v=tuple(put(c, x, 2) for c, x in zip(cache.v, filled.v)),
+                        segment_ids=cache.segment_ids.at[slots_b].set(new_segments, mode="drop"),
+                        end=cache.end.at[slots_b].set(lengths_b, mode="drop"))
         return tokens_b, _logprobs(logits_bxV, tokens_b, n_logprobs), cache
 
     @staticmethod
-    @partial(jax.jit, static_argnames=("graphdef", "kv_len", "greedy", "n_logprobs"), donate_argnames=("cache",))
-    def _decode(graphdef, state, cache, tokens_B, active_B, temperature_B, top_k_B, top_p_B, keys_Bx2, index_B,
-                *, kv_len, greedy, n_logprobs):
+    def _decode_fn(graphdef, state, cache, tokens_B, active_B, temperature_B, top_k_B, top_p_B, keys_Bx2, index_B,
+                *, greedy, n_logprobs):
         """One token for every busy row (``active_B``); idle rows compute on but write nothing visible
         and do not advance."""
         model = nnx.merge(graphdef, state)
         hidden, new_cache = model(tokens_B[:, None], segment_ids_BxL=active_B[:, None].astype(jnp.int32),
-                                  cache=cache, kv_len=kv_len, return_hidden=True)
+                                  cache=cache, return_hidden=True)
         logits_BxV = model.head(hidden[:, 0])
         next_B = next_tokens(logits_BxV, temperature_B, top_k_B, top_p_B, keys_Bx2, index_B, greedy=greedy)
         new_cache = dataclasses.replace(new_cache, end=jnp.where(active_B, cache.end + 1, cache.end))
@@ -220,26 +226,41 @@ class Engine:
 
     # -- the cache --------------------------------------------------------------------------------------
     def _sharding(self, axes, shape):
+        # placed (committed) like the programs' outputs: an uncommitted first cache would compile every program
+        # a second time when its own output comes back in
         if self.mesh is None:
-            return None
+            return jax.sharding.SingleDeviceSharding(next(iter(jax.tree.leaves(self.state)[0].devices())))
         sizes = dict(zip(self.mesh.axis_names, self.mesh.axis_sizes))
         return NamedSharding(self.mesh, logical_to_pspec(axes, shape, sizes))
 
     def _new_cache(self, length: int) -> KVCache:
         B, c = self.batch_slots, self.config
-        kv_shape = (B, length, c.num_key_value_heads, c.head_size)
+        k_shape = (B, c.num_key_value_heads, c.head_size, length)
+        v_shape = (B, c.num_key_value_heads, length, c.head_size)
         dtype = jnp.dtype(c.dtype)
 
         def zeros(shape, dtype, axes):
-            sharding = self._sharding(axes, shape)
-            return jnp.zeros(shape, dtype) if sharding is None else jax.device_put(jnp.zeros(shape, dtype), sharding)
+            return jax.device_put(jnp.zeros(shape, dtype), self._sharding(axes, shape))
 
-        kv_axes = ("batch", "length", "kv_heads", "head_dim")
         layers = range(c.num_hidden_layers)
-        return KVCache(k=tuple(zeros(kv_shape, dtype, kv_axes) for _ in layers),
-                       v=tuple(zeros(kv_shape, dtype, kv_axes) for _ in layers),
+        return KVCache(k=tuple(zeros(k_shape, dtype, ("batch", "kv_heads", "head_dim", "length")) for _ in layers),
+                       v=tuple(zeros(v_shape, dtype, ("batch", "kv_heads", "length", "head_dim")) for _ in layers),
                        segment_ids=zeros((B, length), jnp.int32, ("batch", "length")),
                        end=zeros((B,), jnp.int32, ("batch",)))
+
+    def _grow(self, cache: KVCache, needed: int) -> KVCache:
+        """The cache, lengthened to the bucket of ``needed`` slots when it is shorter."""
+        S = cache.segment_ids.shape[1]
+        if needed <= S:
+            return cache
+        return self._pad(cache, bucket(needed, 64, self.max_context) - S)
+
+    @staticmethod
+    @partial(jax.jit, static_argnames=("extra",))
+    def _pad(cache: KVCache, extra: int) -> KVCache:
+        k_pad, v_pad = ((0, 0), (0, 0), (0, 0), (0, extra)), ((0, 0), (0, 0), (0, extra), (0, 0))
+        return KVCache(k=tuple(jnp.pad(c, k_pad) for c in cache.k), v=tuple(jnp.pad(c, v_pad) for c in cache.v),
+                       segment_ids=jnp.pad(cache.segment_ids, ((0, 0), (0, extra))), end=cache.end)
 
     # -- the loop ---------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], *, on_result: Callable[[int, Result], None] | None = None,
@@ -255,8 +276,6 @@ class Engine:
             if max(r.prompt_ids) >= self.config.vocab_size or min(r.prompt_ids) < 0:
                 raise ValueError(f"request {i}: token ids outside the vocabulary [0, {self.config.vocab_size})")
         start = time.perf_counter()
-        longest = max(len(r.prompt_ids) + r.max_tokens for r in requests)
-        cache_len = bucket(min(longest, self.max_context), self.min_bucket, self.max_context)
         results: list[Result | None] = [None] * len(requests)
         bar = None
         if progress:
@@ -264,15 +283,15 @@ class Engine:
             bar = tqdm(total=len(requests), desc="generate", unit="req", leave=False)
         try:
             with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
-                self._run(requests, cache_len, results, on_result, bar)
+                self._run(requests, results, on_result, bar)
         finally:
             if bar is not None:
                 bar.close()
             self.stats.seconds += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
-    def _run(self, requests, cache_len, results, on_result, bar):
-        cache = self._new_cache(cache_len)
+    def _run(self, requests, results, on_result, bar):
+        cache = self._new_cache(bucket(64, 64, self.max_context))
         pending = deque(range(len(requests)))
         slots: list[_Slot | None] = [None] * self.batch_slots
         n_logprobs = max((r.logprobs or 0 for r in requests if r.logprobs is not None), default=None)
@@ -311,7 +330,6 @@ class Engine:
                 if cut >= 0:
                     slot.cut_text = text[:cut]
                     return finish(slot, "stop")
-            # the cache holds prompt + min(max_tokens, what the context leaves): see generate's cache_len
             if len(slot.generated) >= min(r.max_tokens, self.max_context - len(r.prompt_ids)):
                 return finish(slot, "length")
             return None
@@ -351,7 +369,8 @@ class Engine:
 
     def _prefill_rows(self, cache, rows: list[int], new: list[_Slot], n_logprobs):
         b = bucket(len(new), 1, self.batch_slots)
-        P = bucket(max(len(s.request.prompt_ids) for s in new), self.min_bucket, cache.segment_ids.shape[1])
+        P = bucket(max(len(s.request.prompt_ids) for s in new), self.min_bucket, self.max_context)
+        cache = self._grow(cache, P)
         ids = np.zeros((b, P), np.int32)
         lengths = np.ones(b, np.int32)
         slots_b = np.full(b, self.batch_slots, np.int32)  # out of range: dropped
@@ -360,8 +379,8 @@ class Engine:
             ids[j, :len(prompt)], lengths[j], slots_b[j] = prompt, len(prompt), row
         sampling, greedy = self._sampling_arrays(new + [None] * (b - len(new)), b)
         self.stats.programs.add(("prefill", b, P, cache.segment_ids.shape[1], greedy, n_logprobs))
-        tokens, logprobs, cache = self._prefill(self.graphdef, self.state, cache, ids, lengths, slots_b, *sampling, greedy=greedy,
-                                                n_logprobs=n_logprobs)
+        tokens, logprobs, cache = self._prefill(self.state, cache, ids, lengths, slots_b, *sampling,
+                                                greedy=greedy, n_logprobs=n_logprobs)
         return cache, list(zip(np.asarray(tokens)[:len(new)].tolist(), self._rows(logprobs, len(new))))
 
     def _decode_step(self, cache, slots: list[_Slot | None], n_logprobs):
@@ -373,10 +392,10 @@ class Engine:
             if slot is not None:
                 tokens[i], active[i] = slot.generated[-1], True
                 longest = max(longest, len(slot.request.prompt_ids) + len(slot.generated))
-        kv_len = bucket(longest, 64, cache.segment_ids.shape[1])
+        cache = self._grow(cache, longest)  # this step writes at slot longest - 1
         sampling, greedy = self._sampling_arrays(slots, B)
-        self.stats.programs.add(("decode", B, kv_len, cache.segment_ids.shape[1], greedy, n_logprobs))
-        out, logprobs, cache = self._decode(self.graphdef, self.state, cache, tokens, active, *sampling, kv_len=kv_len,
+        self.stats.programs.add(("decode", B, cache.segment_ids.shape[1], greedy, n_logprobs))
+        out, logprobs, cache = self._decode(self.state, cache, tokens, active, *sampling,
                                             greedy=greedy, n_logprobs=n_logprobs)
         self.stats.decode_steps += 1
         out = np.asarray(out).tolist()
@@ -390,6 +409,18 @@ class Engine:
             return [None] * n
         chosen, top_lp, top_ids = (np.asarray(x) for x in logprobs)
         return [(float(chosen[i]), list(zip(top_ids[i].tolist(), top_lp[i].tolist()))) for i in range(n)]
+
+
+_PROGRAMS: dict = {}
+
+
+def _programs(graphdef):
+    """(prefill, decode) jitted over one model structure (shared by every engine over an equal graphdef)."""
+    if graphdef not in _PROGRAMS:
+        statics = dict(static_argnames=("greedy", "n_logprobs"), donate_argnames=("cache",))
+        _PROGRAMS[graphdef] = (jax.jit(partial(Engine._prefill_fn, graphdef), **statics),
+                               jax.jit(partial(Engine._decode_fn, graphdef), **statics))
+    return _PROGRAMS[graphdef]
 
 
 def _logprobs(logits, tokens, n):

@@ -28,9 +28,10 @@ class KVCache:
     """Keys and values of the tokens seen so far, one slot per token, for incremental decoding."""
 
     k: tuple[jax.Array, ...]
-    """Per layer [B, S, K, H] rotated keys."""
+    """Per layer [B, K, H, S] rotated keys: laid out so that a decode step's q·kᵀ is a plain [G, H] x [H, S]
+    product per (row, kv head), with no transposed copy (on a CPU, 3-7x faster than [B, K, S, H])."""
     v: tuple[jax.Array, ...]
-    """Per layer [B, S, K, H] values."""
+    """Per layer [B, K, S, H] values (p·v is then [G, S] x [S, H])."""
     segment_ids: jax.Array
     """[B, S] int32 segment id of each slot; 0 = empty or padding (never attended)."""
     end: jax.Array
@@ -39,9 +40,10 @@ class KVCache:
 
     @classmethod
     def zeros(cls, config: LlamaConfig, batch: int, max_len: int, dtype) -> KVCache:
-        shape = (batch, max_len, config.num_key_value_heads, config.head_size)
+        k_shape = (batch, config.num_key_value_heads, config.head_size, max_len)
+        v_shape = (batch, config.num_key_value_heads, max_len, config.head_size)
         layers = range(config.num_hidden_layers)
-        return cls(k=tuple(jnp.zeros(shape, dtype) for _ in layers), v=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        return cls(k=tuple(jnp.zeros(k_shape, dtype) for _ in layers), v=tuple(jnp.zeros(v_shape, dtype) for _ in layers),
                    segment_ids=jnp.zeros((batch, max_len), jnp.int32), end=jnp.zeros((), jnp.int32))
 
 
@@ -59,14 +61,35 @@ def attention_mask(q_segment_ids_BxL, kv_segment_ids_BxS, q_offset=0, sliding_wi
     return same_BxLxS & visible_BxLxS
 
 
-def write_rows(cache_BxS, new_BxL, end):
-    """``cache`` with ``new`` written at slots [end, end + L) of every row: ``end`` is a scalar, or one
-    start per row [B] (a per-row dynamic_update_slice, which XLA turns into one scatter)."""
-    new_BxL = new_BxL.astype(cache_BxS.dtype)
-    zeros = (0,) * (cache_BxS.ndim - 2)
+def write_rows(cache, new, end, axis: int = 1):
+    """``cache`` with ``new`` written at slots [end, end + L) along ``axis`` of every row (axis 0 is the row):
+    ``end`` is a scalar, or one start per row [B] (a per-row dynamic_update_slice: one scatter)."""
+    new = new.astype(cache.dtype)
     if jnp.ndim(end) == 0:
-        return jax.lax.dynamic_update_slice(cache_BxS, new_BxL, (0, end, *zeros))
-    return jax.vmap(lambda c, x, e: jax.lax.dynamic_update_slice(c, x, (e, *zeros)))(cache_BxS, new_BxL, end)
+        start = [0] * cache.ndim
+        start[axis] = end
+        return jax.lax.dynamic_update_slice(cache, new, tuple(start))
+
+    def one(c, x, e):
+        start = [0] * c.ndim
+        start[axis - 1] = e
+        return jax.lax.dynamic_update_slice(c, x, tuple(start))
+
+    return jax.vmap(one)(cache, new, end)
+
+
+def cached_attention(q_BxLxNxH, k_BxKxHxS, v_BxKxSxH, mask_BxLxS):
+    """``dot_product_attention`` over a cache laid out as ``KVCache`` lays it out (batch and kv heads lead,
+    keys transposed), Q = G·L queries per kv head."""
+    B, L, N, H = q_BxLxNxH.shape
+    K = k_BxKxHxS.shape[1]
+    q_BxKxGLxH = q_BxLxNxH.reshape(B, L, K, N // K, H).transpose(0, 2, 3, 1, 4).reshape(B, K, N // K * L, H)
+    logits = jnp.einsum("BKQH,BKHS->BKQS", q_BxKxGLxH, k_BxKxHxS, preferred_element_type=jnp.float32)
+    logits_BxKxGxLxS = logits.reshape(B, K, N // K, L, -1)
+    logits_BxKxGxLxS = jnp.where(mask_BxLxS[:, None, None], logits_BxKxGxLxS * H**-0.5, _MASKED)
+    probs = jax.nn.softmax(logits_BxKxGxLxS, axis=-1).astype(v_BxKxSxH.dtype).reshape(B, K, N // K * L, -1)
+    out_BxKxQxH = jnp.einsum("BKQS,BKSH->BKQH", probs, v_BxKxSxH)
+    return out_BxKxQxH.reshape(B, K, N // K, L, H).transpose(0, 3, 1, 2, 4).reshape(B, L, N, H)
 
 
 def dot_product_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS, impl="einsum"):
@@ -98,7 +121,7 @@ class Attention(nnx.Module):
     def __call__(self, x_BxLxD, rope_BxLx1xH, mask_BxLxS, layer_cache=None):
         """Returns (out [B, L, D], this layer's updated (k, v) cache or None). ``rope_BxLx1xH`` is the
         (cos, sin) pair of the tokens' positions (``rope.rope_cos_sin``). ``layer_cache`` is
-        (k [B, S, K, H], v [B, S, K, H], end): this call's keys/values are written at slots end..end+L-1
+        (k [B, K, H, S], v [B, K, S, H], end): this call's keys/values are written at slots end..end+L-1
         (``end`` scalar or per row [B]) and the queries attend over the first ``mask_BxLxS.shape[-1]``
         slots (all S, or a shorter filled prefix)."""
         config = self.config
@@ -109,11 +132,16 @@ class Attention(nnx.Module):
         new_cache = None
         if layer_cache is not None:
             k_cache, v_cache, end = layer_cache
-            new_cache = (write_rows(k_cache, k_BxSxKxH, end), write_rows(v_cache, v_BxSxKxH, end))
+            new_cache = (write_rows(k_cache, k_BxSxKxH.transpose(0, 2, 3, 1), end, axis=3),
+                         write_rows(v_cache, v_BxSxKxH.transpose(0, 2, 1, 3), end, axis=2))
             S = mask_BxLxS.shape[-1]
-            k_BxSxKxH, v_BxSxKxH = new_cache[0][:, :S], new_cache[1][:, :S]
-        dtype = q_BxLxNxH.dtype
-        out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype), mask_BxLxS,
-                                            config.attention_impl)
+            k_BxKxHxS = new_cache[0] if new_cache[0].shape[3] == S else new_cache[0][..., :S]
+            v_BxKxSxH = new_cache[1] if new_cache[1].shape[2] == S else new_cache[1][:, :, :S]
+            dtype = q_BxLxNxH.dtype
+            out_BxLxNxH = cached_attention(q_BxLxNxH, k_BxKxHxS.astype(dtype), v_BxKxSxH.astype(dtype), mask_BxLxS)
+        else:
+            dtype = q_BxLxNxH.dtype
+            out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype),
+                                                mask_BxLxS, config.attention_impl)
         out_BxLxNxH = shard_activation(out_BxLxNxH, ("batch", "length", "heads", "head_dim"))
         return self.o_proj(out_BxLxNxH), new_cache

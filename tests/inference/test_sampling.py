@@ -103,3 +103,31 @@ def test_token_logprobs_against_float64():
     np.testing.assert_allclose(chosen, logp[np.arange(3), tokens], atol=1e-5)
     np.testing.assert_array_equal(ids, np.argsort(-logp, axis=-1)[:, :4])
     np.testing.assert_allclose(top, np.sort(logp, axis=-1)[:, ::-1][:, :4], atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 0, 0.95), (1.0, 20, 1.0), (1.0, 0, 1.0), (1.2, 600, 0.9),
+                                                     (0.8, 0, 0.5), (2.0, 0, 0.999)])
+def test_fast_and_full_vocabulary_paths_draw_the_same_tokens(temperature, top_k, top_p):
+    """Wide or narrow kept sets, through the candidates or the full vocabulary (few candidates force the
+    fallback): the same key draws the same token, and it lies in the kept set."""
+    rng = np.random.default_rng(0)
+    B, V = 32, 1000
+    logits = jnp.asarray(rng.normal(scale=2.0, size=(B, V)).astype(np.float32))
+    args = (logits, jnp.full(B, temperature), jnp.full(B, top_k, jnp.int32), jnp.full(B, top_p),
+            jnp.asarray(np.asarray(jax.random.split(jax.random.PRNGKey(1), B)), jnp.uint32), jnp.arange(B))
+    wide = np.asarray(next_tokens(*args, greedy=False, candidates=V))
+    narrow = np.asarray(next_tokens(*args, greedy=False, candidates=8))
+    np.testing.assert_array_equal(wide, narrow)
+    for b in range(B):
+        assert np.asarray(keep_mask(logits[b], temperature, top_k, top_p))[wide[b]]
+
+
+def test_mixed_rows_each_follow_their_own_settings():
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(scale=2.0, size=(4, 500)).astype(np.float32))
+    temperature, top_k, top_p = jnp.array([0.0, 1.0, 1.0, 0.5]), jnp.array([0, 1, 0, 0]), jnp.array([1.0, 1.0, 1.0, 0.3])
+    keys = jnp.zeros((4, 2), jnp.uint32)
+    tokens = np.asarray(next_tokens(logits, temperature, top_k, top_p, keys, jnp.arange(4), greedy=False))
+    assert tokens[0] == np.argmax(logits[0]) and tokens[1] == np.argmax(logits[1])  # greedy; top-1
+    for b in (2, 3):
+        assert np.asarray(keep_mask(logits[b], temperature[b], top_k[b], top_p[b]))[tokens[b]]
