@@ -65,14 +65,15 @@ def write_rows(cache, new, end, axis: int = 1):
     """``cache`` with ``new`` written at slots [end, end + L) along ``axis`` of every row (axis 0 is the row):
     ``end`` is a scalar, or one start per row [B] (a per-row dynamic_update_slice: one scatter)."""
     new = new.astype(cache.dtype)
+    zero = jnp.zeros((), jnp.int32)  # one index type, also with float64 mode (x64) switched on
     if jnp.ndim(end) == 0:
-        start = [0] * cache.ndim
-        start[axis] = end
+        start = [zero] * cache.ndim
+        start[axis] = jnp.asarray(end, jnp.int32)
         return jax.lax.dynamic_update_slice(cache, new, tuple(start))
 
     def one(c, x, e):
-        start = [0] * c.ndim
-        start[axis - 1] = e
+        start = [zero] * c.ndim
+        start[axis - 1] = e.astype(jnp.int32)
         return jax.lax.dynamic_update_slice(c, x, tuple(start))
 
     return jax.vmap(one)(cache, new, end)

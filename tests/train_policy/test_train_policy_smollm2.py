@@ -1,0 +1,52 @@
+"""``python -m teamsrl_jax.train_policy --backend jax`` on the real SmolLM2 GGUF, offline: the model rewrites the
+instructions, its reviews (opened with their label, read from its probabilities) are the reward, and the logs
+say what became of every rewrite and how fast the model generated."""
+
+import json
+import os
+import subprocess
+import sys
+
+from teamsrl_jax.fileio import read_jsonl
+from teamsrl_jax.train_policy.__main__ import main
+
+SHORT = ["--eval-episodes", "0", "--instructor-max-tokens", "40", "--reviewer-max-tokens", "4"]
+
+
+def check_rows(rows, chains, horizon):
+    for row in rows:
+        assert row["rewrites"] == chains * horizon
+        eliminated = sum(row["eliminated"].values())
+        assert row["reviews"] == row["rewrites"] - eliminated
+        assert row["kept_fraction"] == row["reviews"] / row["rewrites"]
+        # every review that was made yielded a score, from the model's probabilities
+        assert row["reviews"] == 0 or row["review_scored_fraction"] == 1.0
+        assert row["scored_by"]["logprobs"] == row["reviews"] and row["scored_by"]["text"] == 0
+        assert row["generated_tokens"] > 0 and row["generated_tokens_per_s"] > 0
+
+
+def test_default_preset_on_the_real_model(smollm2_gguf, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--backend", "jax", "--model", str(smollm2_gguf), "--out", str(out), "--num-chains", "2",
+            "--horizon", "2", "--iterations", "1", "--rollout-groups", "1", "--batch-slots", "4", *SHORT]
+    assert main(args) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    check_rows(rows, chains=2, horizon=2)
+    records = read_jsonl(out / "instructions.jsonl")
+    assert len(records) == 4 and all(r["backend"] == "jax" for r in records)
+    assert all(r["instruction"] is None or len(r["instruction"].split()) >= 3 for r in records)  # no fragments
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["queries"]["reviewer"]["queries"] == rows[0]["reviews"]
+    assert "rewrites per iteration" in capsys.readouterr().out
+
+
+def test_paper_preset_in_float64_on_the_real_model(smollm2_gguf, tmp_path):
+    """The RL core in float64 (jax_enable_x64, for the whole process: a subprocess) while the engine keeps its
+    own float32 programs."""
+    out = tmp_path / "paper"
+    proc = subprocess.run([sys.executable, "-m", "teamsrl_jax.train_policy", "--preset", "paper", "--backend", "jax",
+                           "--model", str(smollm2_gguf), "--out", str(out), "--iterations", "1", "--horizon", "2",
+                           *SHORT], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_rows(read_jsonl(out / "metrics.jsonl"), chains=1, horizon=2)
