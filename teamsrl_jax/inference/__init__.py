@@ -9,6 +9,6 @@ prefill and decode programs, stop conditions). The ``jax`` LLM backend (``backen
 the instructor, reviewer and responder roles with it.
 """
 
-from teamsrl_jax.inference.engine import Engine, EngineStats, Request, Result, bucket
+from teamsrl_jax.inference.engine import Engine, EngineStats, Request, Result, bucket, prompt_bucket
 
-__all__ = ["Engine", "EngineStats", "Request", "Result", "bucket"]
+__all__ = ["Engine", "EngineStats", "Request", "Result", "bucket", "prompt_bucket"]

@@ -6,7 +6,7 @@ row finishes (EOS, a stop string, or ``max_tokens``), the next waiting prompt ta
 one long answer does not hold the batch.
 
 Shapes are bucketed so that a run compiles a handful of programs: the prefill batch (powers of two up to
-``batch_slots``), the prompt length (powers of two from ``min_bucket``) and the cache length (a power of two
+``batch_slots``), the prompt length (four buckets per octave, multiples of ``min_bucket``) and the cache length (a power of two
 from 64 covering the longest row in use: the cache starts short and doubles as rows grow, so a decode step
 reads only about as much cache as is filled).
 
@@ -108,6 +108,14 @@ class EngineStats:
 def bucket(n: int, minimum: int, maximum: int | None = None) -> int:
     """The smallest power of two >= max(n, minimum), capped at ``maximum``."""
     size = max(int(minimum), 1 << max(int(n) - 1, 0).bit_length())
+    return size if maximum is None else min(size, maximum)
+
+
+def prompt_bucket(n: int, minimum: int, maximum: int | None = None) -> int:
+    """Prompt lengths in four buckets per octave (n rounded up to a quarter of its power of two, at least
+    ``minimum``): a prefill computes every padded position, so padding costs as much as prompt."""
+    step = max(int(minimum), bucket(n, 1) // 4)
+    size = -(-max(int(n), 1) // step) * step
     return size if maximum is None else min(size, maximum)
 
 
@@ -369,7 +377,7 @@ class Engine:
 
     def _prefill_rows(self, cache, rows: list[int], new: list[_Slot], n_logprobs):
         b = bucket(len(new), 1, self.batch_slots)
-        P = bucket(max(len(s.request.prompt_ids) for s in new), self.min_bucket, self.max_context)
+        P = prompt_bucket(max(len(s.request.prompt_ids) for s in new), self.min_bucket, self.max_context)
         cache = self._grow(cache, P)
         ids = np.zeros((b, P), np.int32)
         lengths = np.ones(b, np.int32)

@@ -4,7 +4,7 @@ stop conditions, reproducible sampling, logprobs, sharding and shape bucketing."
 import numpy as np
 import pytest
 
-from teamsrl_jax.inference import Engine, Request, bucket
+from teamsrl_jax.inference import Engine, Request, bucket, prompt_bucket
 from teamsrl_jax.model.sharding import MeshConfig, make_mesh
 
 from .conftest import assert_same_tokens, check_greedy
@@ -18,6 +18,7 @@ def prompts(n, seed=0, vocab=300):
 def test_bucket():
     assert [bucket(n, 16) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
     assert bucket(300, 16, 256) == 256 and bucket(3, 1, 16) == 4
+    assert [prompt_bucket(n, 16) for n in (1, 16, 17, 37, 64, 65, 300, 1000)] == [16, 16, 32, 48, 64, 96, 384, 1024]
 
 
 def test_continuous_batching_greedy_equals_recompute_and_running_alone(tiny_model):
@@ -119,3 +120,22 @@ def test_bad_requests(tiny_model):
     # the context bounds the answer: prompt + answer never exceed it
     result = engine.generate([Request([5] * 30, max_tokens=50)])[0]
     assert result.finish_reason == "length" and len(result.token_ids) <= 2
+
+
+def test_bfloat16_model_decodes_like_float32(tiny_model):
+    """bf16 weights and compute (the cache in bf16 too): the same greedy path as float32 for most tokens."""
+    import jax
+    from flax import nnx
+
+    from teamsrl_jax.model import Llama
+
+    config = tiny_model.config.replace(dtype="bfloat16", param_dtype="bfloat16")
+    model = Llama(config, rngs=nnx.Rngs(0))
+    nnx.update(model, jax.tree.map(lambda x: x.astype("bfloat16"), nnx.state(tiny_model, nnx.Param)))
+    engine = Engine(model, batch_slots=2, eos_token_ids=[])
+    asks = [Request(p, max_tokens=8) for p in prompts(2, seed=5)]
+    half = engine.generate(asks)
+    full = Engine(tiny_model, batch_slots=2, eos_token_ids=[]).generate(asks)
+    assert engine._new_cache(64).k[0].dtype == jax.numpy.bfloat16
+    agree = np.mean([a == b for h, f in zip(half, full) for a, b in zip(h.token_ids, f.token_ids)])
+    assert agree >= 0.5, agree

@@ -6,7 +6,7 @@ import pytest
 
 from teamsrl_jax.inference import Engine, Request
 
-from .conftest import assert_same_tokens
+from .conftest import assert_same_tokens, check_greedy
 
 PROMPTS = ["What is the capital of France?",
            "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -57,6 +57,8 @@ def test_greedy_equals_transformers_generate(engine, smollm2_jax, smollm2_torch)
             assert top2[1] - top2[0] < 1e-4, f"prompt {row} diverged at token {first} (margin {top2[1] - top2[0]})"
         matched.append(first)
     assert sum(m == NEW_TOKENS for m in matched) >= len(PROMPTS) - 1, matched
+    # and without the cache: each token is the argmax of a full forward pass over everything before it
+    check_greedy(smollm2_jax[0], ids[1], ours[1].token_ids)
 
 
 def test_a_prompt_alone_equals_it_inside_a_ragged_batch(engine, smollm2_jax):
