@@ -302,9 +302,9 @@ class Engine:
         cache = self._new_cache(bucket(64, 64, self.max_context))
         pending = deque(range(len(requests)))
         slots: list[_Slot | None] = [None] * self.batch_slots
-        n_logprobs = max((r.logprobs or 0 for r in requests if r.logprobs is not None), default=None)
-        if all(r.logprobs is None for r in requests):
-            n_logprobs = None
+        # one logprobs width for the call (each result keeps its own request's number); None: none asked
+        n_logprobs = max((r.logprobs for r in requests if r.logprobs is not None), default=None)
+        started = time.perf_counter()
 
         def finish(slot: _Slot, reason: str):
             r = slot.request
@@ -321,7 +321,8 @@ class Engine:
             self.stats.generated_tokens += len(slot.generated)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(tok_s=f"{self.stats.generated_tokens / max(self.stats.seconds, 1e-9):.0f}")
+                generated = sum(len(x.token_ids) for x in results if x is not None)
+                bar.set_postfix(tok_s=f"{generated / max(time.perf_counter() - started, 1e-9):.0f}")
             if on_result is not None:
                 on_result(slot.index, result)
 
