@@ -123,8 +123,7 @@ class Attention(nnx.Module):
         """Returns (out [B, L, D], this layer's updated (k, v) cache or None). ``rope_BxLx1xH`` is the
         (cos, sin) pair of the tokens' positions (``rope.rope_cos_sin``). ``layer_cache`` is
         (k [B, K, H, S], v [B, K, S, H], end): this call's keys/values are written at slots end..end+L-1
-        (``end`` scalar or per row [B]) and the queries attend over the first ``mask_BxLxS.shape[-1]``
-        slots (all S, or a shorter filled prefix)."""
+        (``end`` scalar or per row [B]) and the queries attend over all S slots through ``mask_BxLxS``."""
         config = self.config
         q_BxLxNxH = apply_rope(self.q_proj(x_BxLxD), *rope_BxLx1xH)
         k_BxSxKxH = apply_rope(self.k_proj(x_BxLxD), *rope_BxLx1xH)
@@ -135,9 +134,7 @@ class Attention(nnx.Module):
             k_cache, v_cache, end = layer_cache
             new_cache = (write_rows(k_cache, k_BxSxKxH.transpose(0, 2, 3, 1), end, axis=3),
                          write_rows(v_cache, v_BxSxKxH.transpose(0, 2, 1, 3), end, axis=2))
-            S = mask_BxLxS.shape[-1]
-            k_BxKxHxS = new_cache[0] if new_cache[0].shape[3] == S else new_cache[0][..., :S]
-            v_BxKxSxH = new_cache[1] if new_cache[1].shape[2] == S else new_cache[1][:, :, :S]
+            k_BxKxHxS, v_BxKxSxH = new_cache
             dtype = q_BxLxNxH.dtype
             out_BxLxNxH = cached_attention(q_BxLxNxH, k_BxKxHxS.astype(dtype), v_BxKxSxH.astype(dtype), mask_BxLxS)
         else:

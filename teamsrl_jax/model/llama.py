@@ -60,7 +60,7 @@ class Llama(nnx.Module):
         return KVCache.zeros(self.config, batch, max_len, dtype or self.config.dtype)
 
     def __call__(self, input_ids_BxL, *, positions_BxL=None, segment_ids_BxL=None, cache: KVCache | None = None,
-                 kv_len: int | None = None, return_hidden: bool = False):
+                 return_hidden: bool = False):
         """Logits [B, L, V] in float32; with ``cache`` returns (logits, updated cache).
 
         positions_BxL: rope positions, default 0..L-1 (continuing from ``cache.end`` with a cache);
@@ -68,8 +68,6 @@ class Llama(nnx.Module):
         segment_ids_BxL: tokens attend causally within equal non-zero ids; 0 = padding. Default all 1.
         cache: writes this call's keys/values at slots [cache.end, cache.end + L) (``cache.end`` a scalar or
         one per row) and attends over the filled slots (a prefill of the prompt, then one-token steps).
-        kv_len: with a cache, attend over its first ``kv_len`` slots only (static; every row's filled slots
-        must lie inside), so a decode step reads only the part of a long cache in use.
         return_hidden: return the final normalised hidden states [B, L, D] instead of logits (``head``
         turns chosen rows of them into logits, so a prefill need not project every position).
         """
@@ -83,8 +81,7 @@ class Llama(nnx.Module):
         x_BxLxD = shard_activation(self.embed_tokens(input_ids_BxL), ("batch", "length", "embed"))
         kv_segment_ids_BxS = segment_ids_BxL if cache is None else write_rows(
             cache.segment_ids, segment_ids_BxL.astype(jnp.int32), offset)
-        attended_BxS = kv_segment_ids_BxS if kv_len is None else kv_segment_ids_BxS[:, :kv_len]
-        mask_BxLxS = attention_mask(segment_ids_BxL, attended_BxS, offset, self.config.sliding_window)
+        mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, self.config.sliding_window)
         inv_freq = inverse_frequencies(self.config.head_size, self.config.rope_theta, self.config.rope_scaling)
         rope_BxLx1xH = rope_cos_sin(positions_BxL, inv_freq)  # once, for every layer's q and k
         new_k, new_v = [], []
