@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,9 +47,6 @@ class JaxBackend(IncrementalBackend):
         self.seed = int(seed)
         self.progress = progress
         self.accounting = QueryAccounting()
-        self.generated_tokens = 0
-        """Tokens generated so far (all roles), with ``generate_seconds`` for throughput logs."""
-        self.generate_seconds = 0.0
         # one engine, one batch at a time: callers on several threads (a pipelined rollout) take turns
         self._lock = threading.Lock()
 
@@ -86,11 +82,8 @@ class JaxBackend(IncrementalBackend):
             if on_result is not None:
                 on_result(i, completion)
 
-        with self._lock:
-            start = time.perf_counter()
+        with self._lock:  # throughput: self.engine.stats
             self.engine.generate(requests, on_result=finished, progress=self.progress)
-            self.generate_seconds += time.perf_counter() - start
-            self.generated_tokens += sum(c.completion_tokens or 0 for c in completions)
         return completions  # type: ignore[return-value]
 
     def _completion(self, result) -> Completion:

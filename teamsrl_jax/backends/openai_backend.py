@@ -335,7 +335,7 @@ def _to_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
                              tuple((str(a.token), float(a.logprob)) for a in item.top_logprobs or ()))
                 for item in content]
     except (AttributeError, TypeError, ValueError) as e:
-        log.debug("ignoring unreadable logprobs: %s", e)
+        log.warning("ignoring unreadable logprobs from the server (the score is read from the text): %s", e)
         return None
 
 

@@ -33,14 +33,9 @@ def _descending(logits_V):
 
 def keep_sorted(sorted_logits_V, temperature, top_k, top_p):
     """[V] bool over the descending-sorted logits: which tokens survive top-k (0 = off) and top-p."""
-    V = sorted_logits_V.shape[-1]
-    rank = jnp.arange(V)
-    keep = rank < jnp.where(top_k > 0, top_k, V)
-    scaled = jnp.where(keep, sorted_logits_V / jnp.maximum(temperature, 1e-6), -jnp.inf)
-    probs = jax.nn.softmax(scaled)
-    mass_before = jnp.cumsum(probs) - probs
-    # top_p = 1 keeps everything (float32 cumulative sums can reach 1 before the last, tiny, tokens)
-    return keep & ((mass_before < top_p) | (rank == 0) | (top_p >= 1))
+    temperature = jnp.maximum(temperature, 1e-6)
+    lse = jax.nn.logsumexp(sorted_logits_V / temperature)
+    return _candidate_keep(sorted_logits_V, lse, temperature, top_k, top_p)[0]
 
 
 def keep_mask(logits_V, temperature, top_k, top_p):
@@ -57,8 +52,9 @@ def _gumbel(key, index, ids):
 
 
 def _candidate_keep(top_logits_K, lse_V, temperature, top_k, top_p):
-    """(keep [K], complete): the kept set among the candidates (descending), and whether it ends inside them
-    (else the row needs the full vocabulary)."""
+    """(keep [K], complete): the kept set among the K most likely tokens (descending; K = V for the whole
+    vocabulary), and whether it ends inside them (else the row needs the full vocabulary). ``lse_V``: the
+    log-sum-exp of all V logits over ``temperature``."""
     K = top_logits_K.shape[-1]
     rank = jnp.arange(K)
     within_k = (top_k > 0) & (top_k <= K)

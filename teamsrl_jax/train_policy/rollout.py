@@ -22,11 +22,10 @@ the slots as one pool shared by all callers, ``OpenAIBackend`` shares its concur
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
-
-from collections import Counter
 
 import numpy as np
 

@@ -1,11 +1,13 @@
 """The engine on a tiny random model: greedy decoding against full recomputation, continuous batching,
 stop conditions, reproducible sampling, logprobs, sharding and shape bucketing."""
 
+import copy
+
 import numpy as np
 import pytest
 
 from teamsrl_jax.inference import Engine, Request, bucket, prompt_bucket
-from teamsrl_jax.model.sharding import MeshConfig, make_mesh
+from teamsrl_jax.model.sharding import MeshConfig, make_mesh, shard_model
 
 from .conftest import assert_same_tokens, check_greedy
 
@@ -99,8 +101,6 @@ def test_sharded_over_a_mesh_equals_one_device(tiny_model):
     asks = [Request(p, max_tokens=10) for p in prompts(5, seed=4)]
     single = Engine(tiny_model, batch_slots=4, eos_token_ids=[]).generate(asks)
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
-    from teamsrl_jax.model.sharding import shard_model
-    import copy
     sharded_model = shard_model(copy.deepcopy(tiny_model), mesh)
     engine = Engine(sharded_model, batch_slots=4, mesh=mesh, eos_token_ids=[])
     sharded = engine.generate(asks)
