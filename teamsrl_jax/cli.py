@@ -2,7 +2,8 @@
 
 - ``field_docs(cls)``: the one-line docstrings under a dataclass's fields, so ``--help`` explains itself
   from the same text the code documents.
-- ``main_guard(fn)``: runs ``fn()``; a ``ValueError``/``OSError`` (bad input, missing file) becomes one line
+- ``main_guard(fn)``: runs ``fn()``; a ``ValueError``/``OSError`` (bad input, missing file) or a
+  ``BackendError`` (an LLM endpoint unreachable after its retries, a refused request) becomes one line
   ``error: ...`` on stderr and exit code 2 instead of a traceback; Ctrl-C exits 130.
 """
 
@@ -38,10 +39,12 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def main_guard(fn: Callable[[], int | None]) -> int:
-    """Run a CLI body; turn bad input into a one-line error and exit code 2."""
+    """Run a CLI body; turn bad input and unreachable backends into a one-line error and exit code 2."""
+    from teamsrl_jax.backends.base import BackendError  # light: no SDK, no JAX
+
     try:
         return int(fn() or 0)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, BackendError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from teamsrl_jax.env.features import (FEATURE_KINDS, TextFeatureCache, default_f
                                       text_stats)
 from teamsrl_jax.env.operations import OperationSet
 from teamsrl_jax.env.reward import REVIEW_PREFILLS, Reward, RewardConfig
-from teamsrl_jax.env.seeds import SeedPool
+from teamsrl_jax.env.seeds import Seed, SeedPool
 
 RESET_MODES = ("fresh_seeds", "persistent_chain")
 
@@ -266,11 +266,17 @@ class InstructionEnv:
         return default_features(text_part, stats, prev, int(self._steps[start]), self.config.horizon,
                                 self.num_actions)
 
-    def reset(self) -> np.ndarray:
+    def reset(self, seeds: Sequence[Seed | str] | None = None) -> np.ndarray:
         """Start an episode for every chain (also after groups were left mid-step by an error); returns obs
-        [N, obs_dim] float32."""
+        [N, obs_dim] float32. ``seeds`` (one per chain) starts the chains from these instead of drawing from
+        the seed pool (the dataset stage walks a seed file in order)."""
         self._reset_step_bookkeeping()
-        if self._texts is None or self.config.reset_chains == "fresh_seeds":
+        if seeds is not None:
+            if len(seeds) != self.config.num_chains:
+                raise ValueError(f"reset got {len(seeds)} seeds for {self.config.num_chains} chains")
+            self._texts = [s if isinstance(s, str) else s.text for s in seeds]
+            self._origins = list(self._texts)
+        elif self._texts is None or self.config.reset_chains == "fresh_seeds":
             self._texts = [s.text for s in self.seed_pool.draw(self.config.num_chains)]
             self._origins = list(self._texts)
         self._prev[:] = -1
@@ -297,11 +303,13 @@ class InstructionEnv:
         lists of N; ``reward_components``: dict of [N] float32 arrays; ``step`` (1..H), ``episode``."""
         return run_step(self.step_chains(0, self.config.num_chains, actions), self.backend)
 
-    def step_chains(self, start: int, stop: int, actions: Any, *, observe: bool = True) -> StepGenerator:
+    def step_chains(self, start: int, stop: int, actions: Any, *, observe: bool = True,
+                    review: bool = True) -> StepGenerator:
         """``step`` for chains ``start..stop-1`` as a generator: it yields the ``LLMRequest`` of the
         instructor and then of the reviewer (an empty one when every rewrite was eliminated), is sent each
         call's completions, and returns (obs or None when not ``observe``, rewards, dones, info) for the
-        group. Drive it with ``run_step`` or overlap several groups' calls; within a step, groups must
+        group. With ``review=False`` there is no reviewer call: the gates alone decide what is kept and every
+        reward is 0 (the dataset stage, where only the rewrites are wanted). Drive it with ``run_step`` or overlap several groups' calls; within a step, groups must
         make each call in chain order (checked), and a group must not score step k before every chain has
         finished step k-1 (checked)."""
         n = stop - start
@@ -321,14 +329,17 @@ class InstructionEnv:
         replies = [c.text for c in _checked((yield request), n, "instructor")]
         rewrites = [self.operations.parse(r) for r in replies]
         eliminated = self.reward_fn.gates(parents, rewrites, [self.operations.templates[a] for a in actions])
-        review = self.reward_fn.review_prompts(parents, rewrites, eliminated)
-        request = self._request("reviewer", start, stop, age, review, self._reviewer_params)
-        reviews = _checked((yield request), len(review), "reviewer")
-        if self.reward_fn.memory is not None and self._remembered != age:
-            raise RuntimeError(f"chains [{start}, {stop}) scored step {age} before every chain finished the "
-                               "step before it: step the groups in chain order")
-        result = self.reward_fn.score(rewrites, eliminated, reviews)
-        self._remember(start, stop, result.novelty_rows)
+        if review:
+            prompts = self.reward_fn.review_prompts(parents, rewrites, eliminated)
+            request = self._request("reviewer", start, stop, age, prompts, self._reviewer_params)
+            reviews = _checked((yield request), len(prompts), "reviewer")
+            if self.reward_fn.memory is not None and self._remembered != age:
+                raise RuntimeError(f"chains [{start}, {stop}) scored step {age} before every chain finished the "
+                                   "step before it: step the groups in chain order")
+            result = self.reward_fn.score(rewrites, eliminated, reviews)
+            self._remember(start, stop, result.novelty_rows)
+        else:
+            result = self.reward_fn.unscored(eliminated)
         self._texts[start:stop] = [p if why else r for p, r, why in zip(parents, rewrites, eliminated)]
         self._prev[start:stop] = actions
         self._steps[start:stop] += 1

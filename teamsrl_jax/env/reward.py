@@ -395,6 +395,12 @@ class Reward:
         value, note = from_text(reply.text)
         return value, note, "" if value is None else "text"
 
+    def unscored(self, eliminated: Sequence[str]) -> RewardResult:
+        """The result of a step with no reviewer call: rewards 0, only the ``kept`` component."""
+        n = len(eliminated)
+        kept = np.array([not why for why in eliminated], np.float32)
+        return RewardResult(np.zeros(n, np.float32), {"kept": kept}, list(eliminated), [""] * n, [None] * n, [""] * n)
+
     def score(self, rewrites: Sequence[str | None], eliminated: Sequence[str],
               replies: Sequence[Completion]) -> RewardResult:
         """Rewards from the reviewer's ``replies`` to ``review_prompts`` (one per kept chain, in order; see

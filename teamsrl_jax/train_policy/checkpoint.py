@@ -84,5 +84,21 @@ class RunCheckpointer:
         meta.pop("env_array_keys")
         return jax.tree_util.tree_unflatten(treedef, agent_leaves), env_state, meta
 
+    def restore_agent(self, iteration: int, agent_template: Any) -> tuple[Any, dict]:
+        """Only the agent state (into the structure of ``agent_template``) and the run's meta data: what the
+        dataset stage needs, with an environment of its own."""
+        leaves, treedef = jax.tree_util.tree_flatten(agent_template)
+        target = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
+        restored = self.manager.restore(iteration, args=ocp.args.Composite(
+            agent=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        found = restored["agent"]
+        if sorted(found) != sorted(target):
+            raise ValueError(f"checkpoint {self.directory / str(iteration)} holds {len(found)} agent arrays, "
+                             f"this policy has {len(target)}")
+        meta = dict(restored["meta"])
+        for key in ("env", "env_array_keys"):
+            meta.pop(key, None)
+        return jax.tree_util.tree_unflatten(treedef, [found[f"{i:05d}"] for i in range(len(leaves))]), meta
+
     def close(self) -> None:
         self.manager.close()
