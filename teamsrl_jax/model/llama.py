@@ -60,7 +60,7 @@ class Llama(nnx.Module):
         return KVCache.zeros(self.config, batch, max_len, dtype or self.config.dtype)
 
     def __call__(self, input_ids_BxL, *, positions_BxL=None, segment_ids_BxL=None, cache: KVCache | None = None,
-                 return_hidden: bool = False):
+                 return_hidden: bool = False, branch_ids_BxL=None):
         """Logits [B, L, V] in float32; with ``cache`` returns (logits, updated cache).
 
         positions_BxL: rope positions, default 0..L-1 (continuing from ``cache.end`` with a cache);
@@ -70,6 +70,9 @@ class Llama(nnx.Module):
         one per row) and attends over the filled slots (a prefill of the prompt, then one-token steps).
         return_hidden: return the final normalised hidden states [B, L, D] instead of logits (``head``
         turns chosen rows of them into logits, so a prefill need not project every position).
+        branch_ids_BxL: a shared prefix and alternative continuations of it packed in one segment (no cache): a
+        token sees the earlier tokens of branch 0 (the prefix) and of its own branch only, so several
+        continuations of one context are scored in one row (pass their positions too: each continues the prefix).
         """
         B, L = input_ids_BxL.shape
         offset = 0 if cache is None else cache.end
@@ -82,6 +85,11 @@ class Llama(nnx.Module):
         kv_segment_ids_BxS = segment_ids_BxL if cache is None else write_rows(
             cache.segment_ids, segment_ids_BxL.astype(jnp.int32), offset)
         mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, self.config.sliding_window)
+        if branch_ids_BxL is not None:
+            if cache is not None:
+                raise ValueError("branch_ids_BxL is for packed rows without a cache")
+            q_branch_BxLx1, k_branch_Bx1xS = branch_ids_BxL[:, :, None], branch_ids_BxL[:, None, :]
+            mask_BxLxS &= (k_branch_Bx1xS == 0) | (k_branch_Bx1xS == q_branch_BxLx1)
         inv_freq = inverse_frequencies(self.config.head_size, self.config.rope_theta, self.config.rope_scaling)
         rope_BxLx1xH = rope_cos_sin(positions_BxL, inv_freq)  # once, for every layer's q and k
         new_k, new_v = [], []

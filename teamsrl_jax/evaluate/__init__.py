@@ -1,0 +1,6 @@
+"""Evaluation with lm-evaluation-harness's definitions: ``python -m teamsrl_jax.evaluate``.
+
+``tasks`` (ARC and HellaSwag documents, prompts, few-shot contexts drawn as lm-eval draws them), ``scorer``
+(continuation log-likelihoods on the JAX model, shared contexts computed once), ``harness`` (acc, acc_norm,
+standard errors, lm-eval's results and samples layout), ``tfds_source`` (the TensorFlow Datasets path).
+"""
