@@ -1,0 +1,155 @@
+"""The evaluator's parts: packed scoring against plain per-request forwards, the few-shot draws against
+lm-eval's own sampler, the tasks' documents and errors, and the command line."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from teamsrl_jax.evaluate.__main__ import main
+from teamsrl_jax.evaluate.harness import ItemResult, mean_stderr
+from teamsrl_jax.evaluate.scorer import Scorer
+from teamsrl_jax.evaluate.tasks import FEWSHOT_SEED, Doc, Task, load_task, preprocess
+from teamsrl_jax.model import LlamaConfig, init_model
+
+TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512)
+
+
+PAD = 320
+
+
+def reference_loglikelihood(forward, ctx, cont):
+    """log P(cont | ctx) and all-greedy from one plain forward over ctx + cont (right-padded: causal)."""
+    ids = np.zeros((1, PAD), np.int32)
+    ids[0, :len(ctx) + len(cont)] = list(ctx) + list(cont)
+    logp = forward(ids)
+    n = len(ctx)
+    rows = np.asarray(logp[n - 1:n - 1 + len(cont)])
+    return float(sum(rows[i, t] for i, t in enumerate(cont))), all(rows[i].argmax() == t for i, t in enumerate(cont))
+
+
+def test_packed_scoring_equals_one_forward_per_request():
+    model = init_model(LlamaConfig(**TINY), seed=3)
+    rng = np.random.default_rng(0)
+    groups = []
+    for _ in range(23):
+        ctx = tuple(rng.integers(0, 97, rng.integers(1, 40)).tolist())
+        conts = [tuple(rng.integers(0, 97, rng.integers(1, 9)).tolist()) for _ in range(rng.integers(1, 6))]
+        groups.append((ctx, conts))
+    groups.append((tuple(rng.integers(0, 97, 300).tolist()), [(5, 6), (7,)]))  # longer than a row: its own row
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda ids: jax.nn.log_softmax(nnx.merge(graphdef, state)(ids)[0], axis=-1))
+    scorer = Scorer(model, batch_tokens=256, row_length=64)
+    got = scorer.score(groups)
+    assert scorer.stats.batches > 2 and scorer.stats.tokens == sum(len(c) + sum(map(len, k)) for c, k in groups)
+    for (ctx, conts), answers in zip(groups, got):
+        for cont, (ll, greedy) in zip(conts, answers):
+            ref_ll, ref_greedy = reference_loglikelihood(forward, ctx, cont)
+            assert ll == pytest.approx(ref_ll, abs=1e-4)
+            assert greedy == ref_greedy
+
+
+def _docs(n):
+    return [Doc(i, {"id": i, "q": f"q{i}"}, f"Question {i}?", ("yes", "no"), i % 2) for i in range(n)]
+
+
+@pytest.mark.parametrize("plus_one", [False, True])
+def test_fewshot_draws_equal_lm_evals_sampler(plus_one):
+    samplers = pytest.importorskip("lm_eval.api.samplers", reason="lm_eval is the reference")
+    docs, pool = _docs(7), _docs(40)
+    if plus_one:
+        pool = docs + pool[7:]  # the items themselves are in the pool: lm-eval drops them after drawing n + 1
+    task = Task("t", 1.0, docs, pool, "train", draws_plus_one=plus_one)
+    contexts = task.contexts(3)
+    sampler = samplers.ContextSampler([d.doc for d in pool], rnd=FEWSHOT_SEED)
+    by_doc = {json.dumps(d.doc): d for d in pool}
+    for d, context in zip(docs, contexts):
+        drawn = [by_doc[json.dumps(x)] for x in sampler.sample(3, eval_doc=d.doc if plus_one else None)]
+        assert context == "".join(f"{x.query} {x.choices[x.gold]}\n\n" for x in drawn) + d.query
+        if plus_one:
+            assert f"{d.query} " not in context  # never the item itself
+
+
+def test_metrics_and_stderr():
+    item = ItemResult(0, {}, "ctx", ("a", "bbbb", "cc"), 1, [-4.0, -6.0, -5.0], [False] * 3)
+    assert (item.pred, item.acc) == (0, 0.0)
+    assert (item.pred_norm, item.acc_norm) == (1, 1.0)   # -6/4 is the best per character
+    tie = ItemResult(0, {}, "ctx", ("a", "b"), 1, [-1.0, -1.0], [False] * 2)
+    assert tie.pred == 0  # ties go to the first choice, as numpy's argmax
+    values = [1.0, 0.0, 1.0, 1.0]
+    assert mean_stderr(values) == pytest.approx(np.std(values, ddof=1) / 2)
+    assert mean_stderr([1.0]) == "N/A"
+
+
+def test_hellaswag_preprocess_and_documents(tmp_path):
+    reference = pytest.importorskip("lm_eval.tasks.hellaswag.utils", reason="lm_eval is the reference")
+    for text in ("  A man [header] walks.  [title] Then  he sits. ", "[title] How to cook [step] Boil.", "plain"):
+        assert preprocess(text) == reference.preprocess(text)
+    (tmp_path / "hellaswag").mkdir()
+    rows = [{"ind": 0, "activity_label": "Cooking", "ctx_a": "A chef chops onions.", "ctx_b": "then HE",
+             "endings": ["adds salt.", "[step] leaves."], "label": "1"},
+            {"ind": 1, "activity_label": "Running", "ctx": "A man runs.", "endings": ["a", "b"], "label": 0}]
+    (tmp_path / "hellaswag" / "hellaswag_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = load_task("hellaswag", tmp_path)
+    assert task.docs[0].query == "Cooking: A chef chops onions. Then he"   # ctx_b capitalised, as lm-eval
+    assert task.docs[0].choices == ("adds salt.", " leaves.")  # lm-eval strips before dropping tags and task.docs[0].gold == 1
+    assert task.docs[1].query == "Running: A man runs."
+    assert task.fewshot_source == "validation" and task.draws_plus_one
+
+
+def test_arc_documents_and_fewshot_split(shared_data):
+    task = load_task("arc_challenge", shared_data / "eval")
+    assert len(task.docs) == 1172 and len(task.fewshot_docs) == 1119 and not task.draws_plus_one
+    numeric = [d for d in task.docs if d.doc["choices"]["label"][0] == "1"]
+    assert numeric and all(d.doc["choices"]["label"][d.gold] == d.doc["answerKey"] for d in numeric)
+    assert task.docs[0].query.startswith("Question: ") and task.docs[0].query.endswith("\nAnswer:")
+    assert {len(d.choices) for d in task.docs} >= {4}
+
+
+def _fails(args, capsys, match):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and match in err, err
+
+
+def test_bad_input(tmp_path, capsys):
+    out = str(tmp_path / "r.json")
+    _fails(["--model", "m", "--tasks", "arc_easy", "--data-dir", str(tmp_path), "--out", out], capsys,
+           "no ARC-Easy-Test.jsonl")
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text('{"id": "x", "question": {"stem": "Q?", "choices": '
+                                                  '[{"text": "a", "label": "A"}]}, "answerKey": "A"}\n{oops\n')
+    _fails(["--model", "m", "--tasks", "arc_easy", "--data-dir", str(tmp_path), "--out", out], capsys,
+           "ARC-Easy-Test.jsonl:2: invalid JSON")
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text('{"id": "x", "question": {"stem": "Q?", "choices": '
+                                                  '[{"text": "a", "label": "A"}]}, "answerKey": "B"}\n')
+    _fails(["--model", "m", "--tasks", "arc_easy", "--data-dir", str(tmp_path), "--out", out], capsys,
+           "ARC-Easy-Test.jsonl:1: answerKey 'B'")
+    _fails(["--model", "m", "--tasks", "mmlu", "--out", out], capsys, "unknown task 'mmlu'")
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text('{"id": "x", "question": {"stem": "Q?", "choices": '
+                                                  '[{"text": "a", "label": "A"}]}, "answerKey": "A"}\n')
+    _fails(["--model", str(tmp_path / "missing"), "--tasks", "arc_easy", "--data-dir", str(tmp_path),
+            "--out", out], capsys, "no such file or folder")
+    _fails(["--model", "m", "--tasks", "arc_easy", "--data-dir", str(tmp_path), "--num-fewshot", "2",
+            "--out", out], capsys, "")  # a few-shot run needs the train split
+
+
+def test_cli_on_the_real_model(smollm2_gguf, shared_data, tmp_path, capsys):
+    out = tmp_path / "eval" / "results.json"
+    assert main(["--model", str(smollm2_gguf), "--tasks", "arc_easy,hellaswag", "--data-dir",
+                 str(shared_data / "eval"), "--limit", "4", "--out", str(out), "--log-samples"]) == 0
+    results = json.loads(out.read_text())
+    for key in ("results", "versions", "n-shot", "config", "configs", "higher_is_better", "n-samples"):
+        assert key in results
+    assert set(results["results"]) == {"arc_easy", "hellaswag"}
+    assert results["n-samples"]["arc_easy"] == {"original": 2376, "effective": 4}
+    for task in ("arc_easy", "hellaswag"):
+        rows = [json.loads(line) for line in (out.parent / f"samples_{task}.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(len(r["loglikelihoods"]) == len(r["arguments"]) for r in rows)
+        assert results["results"][task]["acc,none"] == pytest.approx(sum(r["acc"] for r in rows) / 4)
+    assert "items/s" in capsys.readouterr().out
