@@ -8,8 +8,8 @@ after the context's count; an empty context becomes the prefix token (BOS, else 
 ``context + continuation`` (left-truncated to ``max_length + 1`` tokens, the last one not read), and the
 answer is (sum of the continuation tokens' log-probabilities, whether each was the argmax).
 
-The computation: each item is its context followed by all its choices' continuations, packed with other
-items into rows; a continuation is positioned right after the context and sees only the context and itself,
+The computation: each item is its context followed by all its choices' continuations (each without its last
+token, which is predicted but never read), packed with other items into rows; a continuation is positioned right after the context and sees only the context and itself,
 so the context is computed once per item and no row holds padding beyond its end. Only the positions that
 predict continuation tokens go through the vocabulary projection. Shapes are bucketed (rows per batch, row
 length, scored tokens), so a run compiles a handful of programs.
@@ -81,8 +81,8 @@ def _score(graphdef, state, tokens_BxR, positions_BxR, segments_BxR, branches_Bx
     hidden_BxRxD = model(tokens_BxR, positions_BxL=positions_BxR, segment_ids_BxL=segments_BxR,
                          branch_ids_BxL=branches_BxR, return_hidden=True)
     logits_NxV = model.head(hidden_BxRxD[row_N, slot_N]).astype(jnp.float32)
-    logp_N = jnp.take_along_axis(jax.nn.log_softmax(logits_NxV, axis=-1), target_N[:, None], axis=-1)[:, 0]
-    return logp_N, jnp.argmax(logits_NxV, axis=-1) == target_N
+    chosen_N = jnp.take_along_axis(logits_NxV, target_N[:, None], axis=-1)[:, 0]
+    return chosen_N - jax.nn.logsumexp(logits_NxV, axis=-1), jnp.argmax(logits_NxV, axis=-1) == target_N
 
 
 _PROGRAMS: dict = {}
@@ -99,7 +99,7 @@ class ScorerStats:
     batches: int = 0
     shapes: set = dataclasses.field(default_factory=set)
     tokens: int = 0
-    """Real tokens read by the model (contexts once per item, every continuation)."""
+    """Real tokens read by the model (contexts once per item, every continuation but its last token)."""
     padded_tokens: int = 0
     seconds: float = 0.0
 
@@ -126,7 +126,7 @@ class Scorer:
     def score(self, groups: Sequence[Group], *, progress=None) -> list[list[tuple[float, bool]]]:
         """Per group and continuation: (log-likelihood, every token greedy). ``progress(n)`` is called as
         groups finish."""
-        size = [len(ctx) + sum(map(len, conts)) for ctx, conts in groups]
+        size = [len(ctx) + sum(len(c) - 1 for c in conts) for ctx, conts in groups]
         order = sorted(range(len(groups)), key=lambda i: -size[i])
         rows: list[list[int]] = []   # groups per row, longest first
         fill: list[int] = []
@@ -171,16 +171,15 @@ class Scorer:
                 last_ctx = at + n - 1
                 at += n
                 for j, cont in enumerate(conts, 1):
-                    k = len(cont)
-                    tokens[b, at:at + k] = cont
+                    k = len(cont) - 1  # the last token is predicted, never read (as lm-eval's inp[:-1])
+                    tokens[b, at:at + k] = cont[:-1]
                     positions[b, at:at + k] = n + np.arange(k)
                     segments[b, at:at + k] = seg
                     branches[b, at:at + k] = j
-                    slots = [last_ctx] + list(range(at, at + k - 1))
-                    row_n += [b] * k
-                    slot_n += slots
+                    row_n += [b] * (k + 1)
+                    slot_n += [last_ctx, *range(at, at + k)]
                     target_n += list(cont)
-                    owner += [(g, j - 1)] * k
+                    owner += [(g, j - 1)] * (k + 1)
                     at += k
         N = prompt_bucket(len(target_n), 64)
         pad = N - len(target_n)

@@ -47,7 +47,7 @@ def test_packed_scoring_equals_one_forward_per_request():
     forward = jax.jit(lambda ids: jax.nn.log_softmax(nnx.merge(graphdef, state)(ids)[0], axis=-1))
     scorer = Scorer(model, batch_tokens=256, row_length=64)
     got = scorer.score(groups)
-    assert scorer.stats.batches > 2 and scorer.stats.tokens == sum(len(c) + sum(map(len, k)) for c, k in groups)
+    assert scorer.stats.batches > 2 and scorer.stats.tokens == sum(len(c) + sum(len(x) - 1 for x in k) for c, k in groups)
     for (ctx, conts), answers in zip(groups, got):
         for cont, (ll, greedy) in zip(conts, answers):
             ref_ll, ref_greedy = reference_loglikelihood(forward, ctx, cont)
