@@ -43,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    return evaluate_model(args.model, names, num_fewshot=args.num_fewshot, limit=args.limit, data_dir=args.data_dir,
+                          tfds_data_dir=args.tfds_data_dir, batch_size=args.batch_size, max_length=args.max_length,
+                          dtype=args.dtype, mesh=args.mesh, out=args.out, log_samples=args.log_samples)
+
+
+def evaluate_model(model: str, tasks: list[str], *, out: str, num_fewshot: int = 0, limit: int | None = None,
+                   data_dir: str | None = None, tfds_data_dir: str | None = None, batch_size: int = 16,
+                   max_length: int | None = None, dtype: str = "float32", mesh: str = "", log_samples: bool = False,
+                   progress: bool = True, quiet: bool = False) -> dict:
+    """The whole command as a function: load, score every task, write ``out`` (and the samples); returns the
+    results dict (lm-eval's layout)."""
     from tqdm.auto import tqdm
 
     from teamsrl_jax.evaluate.harness import evaluate_task, results_json, write_samples
@@ -52,48 +64,47 @@ def run(args: argparse.Namespace) -> dict:
     from teamsrl_jax.model import load_pretrained
     from teamsrl_jax.model.sharding import MeshConfig, make_mesh
 
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    for name in names:
+    for name in tasks:
         if name not in TASKS:
             raise ValueError(f"--tasks: unknown task {name!r}; choose from {', '.join(TASKS)}")
-    if not names:
+    if not tasks:
         raise ValueError("--tasks: no task given")
-    for flag in ("num_fewshot", "limit", "batch_size", "max_length"):
-        value = getattr(args, flag)
-        if value is not None and (value < (0 if flag == "num_fewshot" else 1)):
-            raise ValueError(f"--{flag.replace('_', '-')} must be {'>= 0' if flag == 'num_fewshot' else '>= 1'}, "
-                             f"got {value}")
-    tasks = {name: load_task(name, args.data_dir, tfds_data_dir=args.tfds_data_dir) for name in names}
-    path = Path(args.model)
+    for flag, value, low in (("num_fewshot", num_fewshot, 0), ("limit", limit, 1), ("batch_size", batch_size, 1),
+                             ("max_length", max_length, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
+    loaded = {name: load_task(name, data_dir, tfds_data_dir=tfds_data_dir) for name in tasks}
+    path = Path(model)
     if not path.exists():
-        raise ValueError(f"--model {args.model}: no such file or folder")
-    mesh = make_mesh(MeshConfig.parse(args.mesh)) if args.mesh else None
-    model, config, tokenizer = load_pretrained(path, mesh=mesh, dtype=args.dtype, param_dtype=args.dtype)
+        raise ValueError(f"--model {model}: no such file or folder")
+    device_mesh = make_mesh(MeshConfig.parse(mesh)) if mesh else None
+    net, config, tokenizer = load_pretrained(path, mesh=device_mesh, dtype=dtype, param_dtype=dtype)
     if tokenizer is None:
-        raise ValueError(f"--model {args.model}: the checkpoint has no tokenizer")
-    max_length = args.max_length or config.max_position_embeddings
-    scorer = Scorer(model, batch_tokens=256 * args.batch_size, mesh=mesh)
+        raise ValueError(f"--model {model}: the checkpoint has no tokenizer")
+    max_length = max_length or config.max_position_embeddings
+    scorer = Scorer(net, batch_tokens=256 * batch_size, mesh=device_mesh)
     tokenization = Tokenization(tokenizer, max_length)
-    total = sum(len(t.docs) if args.limit is None else min(args.limit, len(t.docs)) for t in tasks.values())
+    total = sum(len(t.docs) if limit is None else min(limit, len(t.docs)) for t in loaded.values())
     start = time.perf_counter()
     per_task = {}
-    with tqdm(total=total, desc="evaluate", unit="item", dynamic_ncols=True) as bar:
-        for name, task in tasks.items():
+    with tqdm(total=total, desc="evaluate", unit="item", dynamic_ncols=True, disable=not progress) as bar:
+        for name, task in loaded.items():
             bar.set_postfix(task=name)
-            items = evaluate_task(scorer, tokenization, task, args.num_fewshot, limit=args.limit, progress=bar.update)
-            per_task[name] = (task, args.num_fewshot, items)
+            items = evaluate_task(scorer, tokenization, task, num_fewshot, limit=limit, progress=bar.update)
+            per_task[name] = (task, num_fewshot, items)
     seconds = time.perf_counter() - start
-    out = Path(args.out)
-    results = results_json(per_task, model="teamsrl_jax", model_args=f"pretrained={args.model},dtype={args.dtype}",
-                           batch_size=args.batch_size, limit=args.limit, seconds=seconds,
-                           extra_config={"max_length": max_length, "mesh": args.mesh,
+    out_path = Path(out)
+    results = results_json(per_task, model="teamsrl_jax", model_args=f"pretrained={model},dtype={dtype}",
+                           batch_size=batch_size, limit=limit, seconds=seconds,
+                           extra_config={"max_length": max_length, "mesh": mesh,
                                          "items_per_second": round(total / max(seconds, 1e-9), 3)})
-    atomic_write_json(out, results)
-    if args.log_samples:
+    atomic_write_json(out_path, results)
+    if log_samples:
         for name, (_, _, items) in per_task.items():
-            write_samples(out.parent / f"samples_{name}.jsonl", items)
-    print(format_table(results))
-    print(f"{total} items in {seconds:.1f} s ({total / max(seconds, 1e-9):.2f} items/s) -> {out}")
+            write_samples(out_path.parent / f"samples_{name}.jsonl", items)
+    if not quiet:
+        print(format_table(results))
+        print(f"{total} items in {seconds:.1f} s ({total / max(seconds, 1e-9):.2f} items/s) -> {out_path}")
     return results
 
 

@@ -153,3 +153,37 @@ def test_cli_on_the_real_model(smollm2_gguf, shared_data, tmp_path, capsys):
         assert len(rows) == 4 and all(len(r["loglikelihoods"]) == len(r["arguments"]) for r in rows)
         assert results["results"][task]["acc,none"] == pytest.approx(sum(r["acc"] for r in rows) / 4)
     assert "items/s" in capsys.readouterr().out
+
+
+class _FakeBuilder:
+    def __init__(self, splits):
+        self.splits = splits
+
+    def is_prepared(self):
+        return True
+
+    def as_data_source(self):
+        return self.splits
+
+
+def test_tfds_source(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    arc = {"id": b"q1", "question": b"Which is a gas?", "answerKey": b"B",
+           "choices": {"text": np.array([b"ice", b"steam"], object), "label": np.array([b"A", b"B"], object)}}
+    hs = {"activity_label": b"Cooking", "context": b"A chef chops onions. Then he", "endings": [b"a", b"b"],
+          "label": 1, "source_id": b"x", "split_type": b"indomain"}
+    builders = {"ai2_arc/ARC-Easy": _FakeBuilder({"test": [arc], "train": [arc, arc]}),
+                "hellaswag": _FakeBuilder({"validation": [hs]})}
+    monkeypatch.setattr(tfds, "builder", lambda name, **kw: builders[name])
+    task = load_task("arc_easy")
+    assert task.docs[0].query == "Question: Which is a gas?\nAnswer:" and task.docs[0].gold == 1
+    assert len(task.fewshot_docs) == 2
+    hellaswag = load_task("hellaswag")
+    assert hellaswag.docs[0].query == "Cooking: A chef chops onions. Then he" and hellaswag.docs[0].gold == 1
+
+    def unavailable(name, **kw):
+        raise ConnectionError("no route to host\nretry later")
+
+    monkeypatch.setattr(tfds, "builder", unavailable)
+    with pytest.raises(ValueError, match=r"^tensorflow-datasets ai2_arc/ARC-Challenge is not prepared .*--data-dir"):
+        load_task("arc_challenge")
