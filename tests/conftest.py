@@ -1,6 +1,11 @@
 """Test-wide settings. Set before JAX is imported anywhere: 8 simulated CPU devices for sharding
-tests, no hub access, a headless plotting backend."""
+tests, no hub access, a headless plotting backend, and a persistent compilation cache in a fresh folder for
+this session (subprocesses inherit it, so a program compiled once is not compiled again by the commands the
+tests run; removed at exit)."""
+import atexit
 import os
+import shutil
+import tempfile
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
@@ -8,6 +13,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="teamsrl-jax-compile-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 import pathlib
 

@@ -66,9 +66,9 @@ class Pipeline:
         self.state: dict[str, Any] = {"stages": {}}
         if self.state_path.exists():
             self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        self.out.mkdir(parents=True, exist_ok=True)
         self.base_path: Path | None = None
-        self.notices: list[str] = []
+        self.validate()
+        self.out.mkdir(parents=True, exist_ok=True)
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
 
@@ -144,18 +144,100 @@ class Pipeline:
                                     max_position_embeddings=1024, dtype="float32", param_dtype="float32")
         save_pretrained(init_model(config, seed=self.cfg.seed), folder, config=config, tokenizer=tokenizer)
 
-    def _policy(self, resume: bool) -> dict[str, Any]:
+    # -- each stage's own config, built from its section (also before anything runs, to fail early) -------------
+
+    def validate(self) -> None:
+        """Build every stage's config (the base model as a placeholder) so that a bad field fails before any work."""
+        known_base = self.base_path
+        self.base_path = self.base_path or Path("base")
+        try:
+            self._train_config()
+            self._generate_config()
+            self._sft_config(False)
+            self._evaluate_args()
+            self._mia_config()
+            self._report_config()
+        finally:
+            self.base_path = known_base
+
+    def _train_config(self):
         from teamsrl_jax.llm import BackendConfig
-        from teamsrl_jax.train_policy.__main__ import train_and_report
         from teamsrl_jax.train_policy.config import TrainConfig
 
         section = dict(self.cfg.train_policy)
-        folder = self.out / "policy"
-        backend = {**section.pop("backend", {}), "cache_path": str(folder / "cache.sqlite")}
+        backend = {**section.pop("backend", {}), "cache_path": str(self.out / "policy" / "cache.sqlite")}
         try:
-            cfg = TrainConfig(**{**section, "seeds": self.cfg.seeds, "backend": BackendConfig(**backend)})
-        except TypeError as e:
+            return TrainConfig(**{**section, "seeds": self.cfg.seeds, "backend": BackendConfig(**backend)})
+        except (TypeError, ValueError) as e:
             raise ValueError(f"pipeline config: train_policy: {e}") from None
+
+    def _generate_config(self):
+        from teamsrl_jax.generate.config import GenerateConfig
+
+        section = dict(self.cfg.generate)
+        folder = self.out / "data"
+        try:
+            backend = self._backend(section.pop("backend", {}), folder)
+            responder = self._backend(section.pop("responder", None), folder)
+            return GenerateConfig(**{**section, "policy": str(self.out / "policy"), "seeds": self.cfg.seeds,
+                                     "backend": backend, "responder": responder})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"pipeline config: generate: {e}") from None
+
+    def _sft_config(self, resume: bool):
+        from teamsrl_jax.sft.config import load_config
+
+        overrides = {**self.cfg.sft, "model": str(self.base_path), "data": str(self.out / "split" / "train.jsonl"),
+                     "out": str(self.out / "sft"), "resume": resume, "progress": self.progress}
+        try:
+            return load_config(None, overrides)
+        except ValueError as e:
+            raise ValueError(f"pipeline config: sft: {e}") from None
+
+    def _evaluate_args(self) -> tuple[list[str], dict[str, Any]]:
+        from teamsrl_jax.evaluate.tasks import TASKS
+
+        section = dict(self.cfg.evaluate)
+        tasks = list(section.pop("tasks", ["arc_easy", "hellaswag"]))
+        known = {"num_fewshot", "limit", "batch_size", "dtype", "mesh", "max_length"}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"pipeline config: evaluate: unknown field {unknown[0]!r} (fields: tasks, "
+                             f"{', '.join(sorted(known))})")
+        bad = [t for t in tasks if t not in TASKS]
+        if bad or not tasks:
+            raise ValueError(f"pipeline config: evaluate: tasks must be some of {', '.join(TASKS)}, got {tasks}")
+        return tasks, section
+
+    def _mia_config(self):
+        from teamsrl_jax.mia.run import MIAConfig
+
+        try:
+            return MIAConfig(**{**self.cfg.mia, "model": str(self.out / "sft" / "final"),
+                                "members": str(self.out / "split" / "train.jsonl"),
+                                "nonmembers": str(self.out / "split" / "heldout.jsonl"),
+                                "reference": str(self.base_path), "out": str(self.out / "mia"),
+                                "progress": self.progress})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"pipeline config: mia: {e}") from None
+
+    def _report_config(self):
+        from teamsrl_jax.data_report.config import ReportConfig
+
+        section = dict(self.cfg.data_report)
+        extra = list(section.pop("datasets", []))
+        try:
+            return ReportConfig(**section), extra
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"pipeline config: data_report: {e}") from None
+
+    # -- the stages (continued) --------------------------------------------------------------------------------
+
+    def _policy(self, resume: bool) -> dict[str, Any]:
+        from teamsrl_jax.train_policy.__main__ import train_and_report
+
+        folder = self.out / "policy"
+        cfg = self._train_config()
         summary = train_and_report(cfg, folder, resume=resume, progress=self.progress)
         held = summary.get("held_out", {})
         line = f"{cfg.iterations} TRPO iterations"
@@ -177,18 +259,9 @@ class Pipeline:
 
     def _data(self, resume: bool) -> dict[str, Any]:
         from teamsrl_jax.generate.__main__ import generate
-        from teamsrl_jax.generate.config import GenerateConfig
 
-        section = dict(self.cfg.generate)
         folder = self.out / "data"
-        backend = self._backend(section.pop("backend", {}), folder)
-        responder = self._backend(section.pop("responder", None), folder)
-        try:
-            cfg = GenerateConfig(**{**section, "policy": str(self.out / "policy"), "seeds": self.cfg.seeds,
-                                    "backend": backend, "responder": responder})
-        except TypeError as e:
-            raise ValueError(f"pipeline config: generate: {e}") from None
-        report = generate(cfg, folder, resume=resume, progress=self.progress)
+        report = generate(self._generate_config(), folder, resume=resume, progress=self.progress)
         if report["examples"] < 4:
             raise ValueError(f"{folder}: only {report['examples']} examples were generated; the SFT and "
                              "membership-inference stages need more (more seeds, steps or max_examples)")
@@ -212,14 +285,10 @@ class Pipeline:
                 "members": len(records) - n_held, "nonmembers": n_held}
 
     def _sft(self, resume: bool) -> dict[str, Any]:
-        from teamsrl_jax.sft.config import load_config
         from teamsrl_jax.sft.trainer import train
 
         folder = self.out / "sft"
-        overrides = {**self.cfg.sft, "model": str(self.base_path), "data": str(self.out / "split" / "train.jsonl"),
-                     "out": str(folder), "resume": resume, "progress": self.progress}
-        cfg = load_config(None, overrides)
-        result = train(cfg)
+        result = train(self._sft_config(resume))
         losses = [r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if "loss" in r]
         if not (folder / "final").is_dir():
             raise ValueError(f"{folder}: SFT finished without exporting the model to final/")
@@ -231,13 +300,7 @@ class Pipeline:
     def _evaluate(self, model: Path, folder: Path) -> dict[str, Any]:
         from teamsrl_jax.evaluate.__main__ import evaluate_model
 
-        section = dict(self.cfg.evaluate)
-        tasks = section.pop("tasks", ["arc_easy", "hellaswag"])
-        known = {"num_fewshot", "limit", "batch_size", "dtype", "mesh", "max_length"}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"pipeline config: evaluate: unknown field {unknown[0]!r} (fields: tasks, "
-                             f"{', '.join(sorted(known))})")
+        tasks, section = self._evaluate_args()
         try:
             results = evaluate_model(str(model), list(tasks), out=str(folder / "results.json"),
                                      data_dir=self.cfg.eval_data, log_samples=True, progress=self.progress,
@@ -258,17 +321,9 @@ class Pipeline:
         return self._evaluate(Path(self.summary("sft")["model"]), self.out / "eval_sft")
 
     def _mia(self, resume: bool) -> dict[str, Any]:
-        from teamsrl_jax.mia.run import MIAConfig, run_mia
+        from teamsrl_jax.mia.run import run_mia
 
-        folder = self.out / "mia"
-        try:
-            cfg = MIAConfig(**{**self.cfg.mia, "model": self.summary("sft")["model"],
-                               "members": str(self.out / "split" / "train.jsonl"),
-                               "nonmembers": str(self.out / "split" / "heldout.jsonl"),
-                               "reference": str(self.base_path), "out": str(folder), "progress": self.progress})
-        except TypeError as e:
-            raise ValueError(f"pipeline config: mia: {e}") from None
-        metrics = run_mia(cfg)["metrics"]
+        metrics = run_mia(self._mia_config())["metrics"]
         aucs = {name: m.get("auc") for name, m in metrics.items()}
         line = ", ".join(f"{name} AUC {auc:.3f}" for name, auc in aucs.items() if auc is not None)
         return {"line": line, "scores": {name: {k: m.get(k) for k in ("auc", "auc_ci95", "tpr_at_1pct_fpr",
@@ -277,15 +332,9 @@ class Pipeline:
 
     def _data_report(self, resume: bool) -> dict[str, Any]:
         from teamsrl_jax.data_report.__main__ import data_report
-        from teamsrl_jax.data_report.config import ReportConfig
         from teamsrl_jax.env.seeds import DEFAULT_SEED_FILE
 
-        section = dict(self.cfg.data_report)
-        extra = list(section.pop("datasets", []))
-        try:
-            cfg = ReportConfig(**section)
-        except TypeError as e:
-            raise ValueError(f"pipeline config: data_report: {e}") from None
+        cfg, extra = self._report_config()
         paths = [f"ours={self.out / 'data' / 'data.jsonl'}", f"seeds={self.cfg.seeds or DEFAULT_SEED_FILE}", *extra]
         data_report(paths, self.out / "data_report", cfg, progress=self.progress)
         return {"line": f"{len(paths)} datasets compared in data_report/report.md"}

@@ -175,8 +175,8 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_resume_after_kill_gives_the_same_file(policy_run, tmp_path):
-    seeds = seed_file(tmp_path, 24)
-    common = ["--policy", str(policy_run), "--seeds", str(seeds), "--chains", "6", "--steps", "3",
+    seeds = seed_file(tmp_path, 12)
+    common = ["--policy", str(policy_run), "--seeds", str(seeds), "--chains", "4", "--steps", "3",
               "--sim-latency", "0.02", "--concurrency", "4"]
     ref = tmp_path / "ref"
     proc = _cli(*common, "--out", str(ref))
@@ -186,7 +186,7 @@ def test_resume_after_kill_gives_the_same_file(policy_run, tmp_path):
     out = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
-    for attempt in range(6):
+    for attempt in range(4):
         proc = _cli(*common, "--out", str(out), *(["--resume"] if attempt else []))
         deadline = time.monotonic() + 300
         while not (out / "data.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
