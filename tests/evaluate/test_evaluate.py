@@ -187,3 +187,22 @@ def test_tfds_source(monkeypatch):
     monkeypatch.setattr(tfds, "builder", unavailable)
     with pytest.raises(ValueError, match=r"^tensorflow-datasets ai2_arc/ARC-Challenge is not prepared .*--data-dir"):
         load_task("arc_challenge")
+
+
+def test_packed_scoring_on_a_mesh_equals_one_device():
+    """The model sharded over 8 CPU devices (data x tensor), batches of any size: the same answers."""
+    from teamsrl_jax.model.sharding import MeshConfig, make_mesh
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices (tests/conftest.py forces 8 CPU devices)")
+    config = LlamaConfig(**TINY)
+    rng = np.random.default_rng(1)
+    groups = [(tuple(rng.integers(0, 97, rng.integers(2, 30)).tolist()),
+               [tuple(rng.integers(0, 97, rng.integers(1, 6)).tolist()) for _ in range(rng.integers(1, 5))])
+              for _ in range(6)]
+    plain = Scorer(init_model(config, seed=5), batch_tokens=128, row_length=64).score(groups)
+    mesh = make_mesh(MeshConfig.parse("data=4,tensor=2"))
+    sharded = Scorer(init_model(config, seed=5, mesh=mesh), batch_tokens=128, row_length=64, mesh=mesh).score(groups)
+    for a, b in zip(plain, sharded):
+        assert [x[0] for x in a] == pytest.approx([x[0] for x in b], abs=1e-4)
+        assert [x[1] for x in a] == [x[1] for x in b]
