@@ -124,6 +124,7 @@ class OpenAIBackend(IncrementalBackend):
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.model = model
         self.base_url = base_url.rstrip("/")
+        self._warned_top_k = False
         self.api_key_env = api_key_env
         self.concurrency = concurrency
         self.timeout_s = float(timeout_s)
@@ -292,7 +293,12 @@ class OpenAIBackend(IncrementalBackend):
         if params.seed is not None:
             kwargs["seed"] = params.seed
         if params.top_k is not None:  # not in the OpenAI schema; vLLM, SGLang, llama.cpp and Ollama read it
-            extra_body["top_k"] = params.top_k
+            if urlsplit(self.base_url).hostname == "api.openai.com":  # which refuses it (400): sample without it
+                if not self._warned_top_k:
+                    log.warning("api.openai.com does not take top_k: sampling without top_k=%d", params.top_k)
+                    self._warned_top_k = True
+            else:
+                extra_body["top_k"] = params.top_k
         if extra_body:
             kwargs["extra_body"] = extra_body
         if params.logprobs is not None:

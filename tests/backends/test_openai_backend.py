@@ -278,3 +278,18 @@ def test_threads_share_one_concurrency_limit(fake_server):
     assert out["a"] == [server.reply_text(f"a {i}") for i in range(4)]
     assert out["d"] == [server.reply_text(f"d {i}") for i in range(8)]
     assert backend.accounting.get("instructor")["queries"] == 24
+
+
+def test_top_k_goes_to_compatible_servers_but_not_to_api_openai_com(monkeypatch):
+    from teamsrl_jax.backends.openai_backend import OpenAIBackend
+
+    monkeypatch.setenv("TEAMSRL_TEST_KEY", "sk-test")
+    params = SamplingParams(temperature=1.0, top_k=40)
+    local = OpenAIBackend("m", "http://127.0.0.1:8000/v1", api_key_env="TEAMSRL_TEST_KEY")
+    official = OpenAIBackend("gpt-4o", "https://api.openai.com/v1", api_key_env="TEAMSRL_TEST_KEY")
+    try:
+        assert local._request_kwargs("p", params)["extra_body"] == {"top_k": 40}
+        assert "extra_body" not in official._request_kwargs("p", params)  # it answers 400 to top_k
+    finally:
+        local.close()
+        official.close()
