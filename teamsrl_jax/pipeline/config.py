@@ -19,12 +19,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # SmolLM2-135M-Instruct answers, is fine-tuned (the paper's recipe but one epoch) and evaluated.
     "train_policy": {"iterations": 20, "num_chains": 16, "eval_episodes": 2, "eval_chains": 16, "eval_fixed": False,
                      "checkpoint_every": 5, "backend": {"kind": "simulated"}},
-    "generate": {"chains": 48, "steps": 6, "max_examples": 96, "responder_max_tokens": 160, "keep_truncated": True,
+    "generate": {"chains": 32, "steps": 6, "max_examples": 64, "responder_max_tokens": 128, "keep_truncated": True,
                  "backend": {"kind": "simulated"}, "responder": {"kind": "jax", "model": "base", "batch_slots": 16}},
-    "sft": {"epochs": 1, "global_batch_size": 8, "learning_rate": 2e-5, "warmup_steps": 2, "max_length": 384,
+    "sft": {"epochs": 1, "global_batch_size": 8, "grad_accum_steps": 2, "learning_rate": 2e-5, "warmup_steps": 2,
+            "max_length": 384,
             "dtype": "float32", "param_dtype": "float32", "checkpoint_every": 4, "tensorboard": False},
     "evaluate": {"tasks": ["arc_easy", "hellaswag"], "num_fewshot": 0, "limit": 100},
-    "mia": {"bootstrap": 200, "max_length": 384},
+    "mia": {"bootstrap": 200, "max_length": 384, "batch_size": 4},
     "data_report": {},
 }
 """Each section's values where a config file gives none; a file's section is merged over them key by key."""
