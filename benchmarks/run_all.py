@@ -190,7 +190,7 @@ def last_json(stdout: str) -> dict | None:
 def run_one(script: Path, quick: bool, timeout: float) -> dict:
     """Run one benchmark in a session of its own; {status, seconds, reason, raw, stderr_tail}."""
     cmd = [sys.executable, str(script), "--json", *(["--quick"] if quick else [])]
-    start = time.perf_counter()
+    load_before, start = os.getloadavg()[0], time.perf_counter()
     # Its own session, so that a timeout kills its workers too (dedup's process pool) and frees the pipes.
     proc = subprocess.Popen(cmd, cwd=script.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace", start_new_session=True)
@@ -211,6 +211,7 @@ def run_one(script: Path, quick: bool, timeout: float) -> dict:
     elif not reason and raw is None:
         reason = "no JSON object on the last stdout line" + (f"; stderr: {last_line(err)}" if last_line(err) else "")
     return {"status": "failed" if reason else "ok", "seconds": round(seconds, 1), "reason": reason,
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # as it started and ended
             "raw": None if reason else raw, "stderr_tail": err.splitlines()[-20:] if reason else []}
 
 
@@ -291,10 +292,17 @@ def markdown(results: dict) -> str:
             ours = "missing" if f["ours"] is None else fmt(f["ours"], f["unit"])
             lines.append(f"| {name} | {f['figure']} | {f['peer'] or '-'} | {ours} | {fmt(f['theirs'], f['unit'])} | "
                          f"{fmt_ratio(f['ratio'])} | {f['target'] or '-'} | {met} |")
-    times = ", ".join(f"{b['name']} {b['seconds']:.0f} s{'' if b['status'] == 'ok' else ' (failed)'}"
+    times = ", ".join(f"{b['name']} {b['seconds']:.0f} s{_load(b)}{'' if b['status'] == 'ok' else ' (failed)'}"
                       for b in results["benchmarks"])
-    lines += ["", f"Wall time: {times}. Ratios are ours over the peer's (for times, the peer's time over ours)."]
+    load = any(b.get("load_avg_1min") for b in results["benchmarks"])
+    lines += ["", "Ratios are ours over the peer's (for times, the peer's time over ours). Wall time"
+              + (" (and the 1-minute load average as each ended, its own threads included)" if load else "")
+              + f": {times}."]
     return "\n".join(lines) + "\n"
+
+
+def _load(b: dict) -> str:
+    return f" (load {b['load_avg_1min'][1]:.1f})" if b.get("load_avg_1min") else ""
 
 
 def _cell(text: str, width: int = 160) -> str:

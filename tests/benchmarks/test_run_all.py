@@ -86,6 +86,7 @@ def test_failures_are_rows_and_the_suite_finishes(suite, capsys):
     assert "| slow_peer | per s | p | 10.0 | 20.0 | 0.50x | >= 1x | **no** |" in md
     assert "| crashes | FAILED: exit 1: ValueError: bad \\| input |" in md
     assert "| sleeps | FAILED: timed out after 3 s |" in md
+    assert len(b["good"]["load_avg_1min"]) == 2 and re.search(r"good 0 s \(load \d+\.\d\)", md)
     assert "[3/5] crashes ... failed" in out and md.split("\n", 2)[2] in out  # progress, then the table
     readme = (tmp / "README.md").read_text()
     assert "old" not in readme and "| good | items/s |" in readme and readme.endswith("\n\n## Next\n")
