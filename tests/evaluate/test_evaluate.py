@@ -139,22 +139,6 @@ def test_bad_input(tmp_path, capsys):
             "--out", out], capsys, "")  # a few-shot run needs the train split
 
 
-def test_cli_on_the_real_model(smollm2_gguf, shared_data, tmp_path, capsys):
-    out = tmp_path / "eval" / "results.json"
-    assert main(["--model", str(smollm2_gguf), "--tasks", "arc_easy,hellaswag", "--data-dir",
-                 str(shared_data / "eval"), "--limit", "4", "--out", str(out), "--log-samples"]) == 0
-    results = json.loads(out.read_text())
-    for key in ("results", "versions", "n-shot", "config", "configs", "higher_is_better", "n-samples"):
-        assert key in results
-    assert set(results["results"]) == {"arc_easy", "hellaswag"}
-    assert results["n-samples"]["arc_easy"] == {"original": 2376, "effective": 4}
-    for task in ("arc_easy", "hellaswag"):
-        rows = [json.loads(line) for line in (out.parent / f"samples_{task}.jsonl").read_text().splitlines()]
-        assert len(rows) == 4 and all(len(r["loglikelihoods"]) == len(r["arguments"]) for r in rows)
-        assert results["results"][task]["acc,none"] == pytest.approx(sum(r["acc"] for r in rows) / 4)
-    assert "items/s" in capsys.readouterr().out
-
-
 class _FakeBuilder:
     def __init__(self, splits):
         self.splits = splits

@@ -175,7 +175,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_resume_after_kill_gives_the_same_file(policy_run, tmp_path):
-    seeds = seed_file(tmp_path, 12)
+    seeds = seed_file(tmp_path, 8)
     common = ["--policy", str(policy_run), "--seeds", str(seeds), "--chains", "4", "--steps", "3",
               "--sim-latency", "0.02", "--concurrency", "4"]
     ref = tmp_path / "ref"
@@ -253,9 +253,10 @@ def test_bad_input_is_one_line_and_exit_2(policy_run, tmp_path, capsys):
     assert not (tmp_path / "o4" / "data.jsonl").exists() or not (tmp_path / "o4" / "data.jsonl").read_text()
 
 
-def test_paper_preset_policy_float64(tmp_path):
+def test_paper_preset_policy_float64(tmp_path, smollm2_gguf):
     """The paper preset (float64 RL core, one-hot features) trained and used with the paper schedule, in a
-    subprocess (jax_enable_x64 is process-wide)."""
+    subprocess (jax_enable_x64 is process-wide), with the real model answering: the engine keeps its own float32
+    programs while the RL core runs in float64."""
     pol, out = tmp_path / "pol", tmp_path / "gen"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     train = subprocess.run([sys.executable, "-m", "teamsrl_jax.train_policy", "--preset", "paper", "--out", str(pol),
@@ -263,9 +264,14 @@ def test_paper_preset_policy_float64(tmp_path):
                            capture_output=True, text=True, timeout=300, env=env)
     assert train.returncode == 0, train.stderr[-2000:]
     gen = subprocess.run([sys.executable, "-m", "teamsrl_jax.generate", "--policy", str(pol), "--out", str(out),
-                          "--schedule", "paper", "--chains", "8", "--dedup-threshold", "none"],
+                          "--schedule", "paper", "--chains", "8", "--dedup-threshold", "none", "--max-examples", "4",
+                          "--responder-backend", "jax", "--responder-model", str(smollm2_gguf),
+                          "--responder-max-tokens", "8", "--keep-truncated", "--batch-slots", "4"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert gen.returncode == 0, gen.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["steps"] == 6 and report["examples"] > 0
-    assert [step["breadth"] for step in report["operations_chosen_by_step"]][1::3] == [report["seeds_used"]] * 2
+    assert report["steps"] == 6 and report["examples"] == 4
+    for t, chosen in enumerate(report["operations_chosen_by_step"]):  # the forced pattern, where steps ran
+        assert chosen["breadth"] == (sum(chosen.values()) if t in PAPER_FORCED_BREADTH else 0)
+    records = read_jsonl(out / "data.jsonl")
+    assert all(r["responder"]["backend"] == "jax" and r["output"].strip() for r in records)

@@ -38,15 +38,3 @@ def test_default_preset_on_the_real_model(smollm2_gguf, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["queries"]["reviewer"]["queries"] == rows[0]["reviews"]
     assert "rewrites per iteration" in capsys.readouterr().out
-
-
-def test_paper_preset_in_float64_on_the_real_model(smollm2_gguf, tmp_path):
-    """The RL core in float64 (jax_enable_x64, for the whole process: a subprocess) while the engine keeps its
-    own float32 programs."""
-    out = tmp_path / "paper"
-    proc = subprocess.run([sys.executable, "-m", "teamsrl_jax.train_policy", "--preset", "paper", "--backend", "jax",
-                           "--model", str(smollm2_gguf), "--out", str(out), "--iterations", "1", "--horizon", "2",
-                           *SHORT], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    check_rows(read_jsonl(out / "metrics.jsonl"), chains=1, horizon=2)
