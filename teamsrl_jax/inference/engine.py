@@ -203,8 +203,8 @@ class Engine:
         scratch = KVCache.zeros(model.config, b, P, cache.k[0].dtype)
         hidden, filled = model(ids_bxP, segment_ids_BxL=segment_b_P, cache=scratch, return_hidden=True)
         last_bxD = jnp.take_along_axis(hidden, (lengths_b - 1)[:, None, None], axis=1)[:, 0]
-        logits_bxV = model.head(last_bxD)
-        tokens_b = next_tokens(logits_bxV, temperature_b, top_k_b, top_p_b, keys_bx2, index_b, greedy=greedy)
+        tokens_b, logits_bxV = _choose(model, last_bxD, (temperature_b, top_k_b, top_p_b, keys_bx2, index_b),
+                                       greedy=greedy, n_logprobs=n_logprobs)
         S = cache.segment_ids.shape[1]
         new_segments = (jnp.arange(S)[None, :] < lengths_b[:, None]).astype(jnp.int32)
 
@@ -227,8 +227,8 @@ class Engine:
         model = nnx.merge(graphdef, state)
         hidden, new_cache = model(tokens_B[:, None], segment_ids_BxL=active_B[:, None].astype(jnp.int32),
                                   cache=cache, return_hidden=True)
-        logits_BxV = model.head(hidden[:, 0])
-        next_B = next_tokens(logits_BxV, temperature_B, top_k_B, top_p_B, keys_Bx2, index_B, greedy=greedy)
+        next_B, logits_BxV = _choose(model, hidden[:, 0], (temperature_B, top_k_B, top_p_B, keys_Bx2, index_B),
+                                     greedy=greedy, n_logprobs=n_logprobs)
         new_cache = dataclasses.replace(new_cache, end=jnp.where(active_B, cache.end + 1, cache.end))
         return next_B, _logprobs(logits_BxV, next_B, n_logprobs), new_cache
 
@@ -430,6 +430,20 @@ def _programs(graphdef):
         _PROGRAMS[graphdef] = (jax.jit(partial(Engine._prefill_fn, graphdef), **statics),
                                jax.jit(partial(Engine._decode_fn, graphdef), **statics))
     return _PROGRAMS[graphdef]
+
+
+def _choose(model, hidden_BxD, sampling, *, greedy: bool, n_logprobs):
+    """(next tokens [B], logits [B, V] or None): the rows' next tokens from their final hidden states.
+
+    Greedy without logprobs, with a tied head, needs no [B, V] logits: the argmax runs down the columns of
+    embedding·hiddenᵀ [V, B], the product with the large operand first, which XLA's CPU kernels compute about a
+    third faster at decode batch sizes than hidden·embeddingᵀ (the head is a fifth of a decode step's FLOPs)."""
+    if greedy and n_logprobs is None and model.lm_head is None:
+        table_VxD = model.embed_tokens.embedding[...].astype(hidden_BxD.dtype)
+        logits_VxB = jnp.einsum("VD,BD->VB", table_VxD, hidden_BxD, preferred_element_type=jnp.float32)
+        return jnp.argmax(logits_VxB, axis=0).astype(jnp.int32), None
+    logits_BxV = model.head(hidden_BxD)
+    return next_tokens(logits_BxV, *sampling, greedy=greedy), logits_BxV
 
 
 def _logprobs(logits, tokens, n):
