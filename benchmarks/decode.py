@@ -11,6 +11,11 @@ head) per second of our decode, as a share of this machine's memory bandwidth me
 large array copy (bytes read + written per second; NumPy on the CPU). Batch decode reads the weights once per step, so that share
 is how close decoding runs to its ceiling.
 
+And the floor our kernels set: one decode step's weight matmuls alone (the model's own kernels at the batch's
+shape, chained layer by layer as the model runs them, head included; no attention, norms or sampling), timed in
+the same run, with the FLOP rate they reach. When that floor is more than half of PyTorch's whole step, 2x is out
+of reach for this model on this machine whatever the rest of the step costs, and the script says so.
+
 On a GPU (``jax.default_backend() == "gpu"``) the script adds a ~1B Llama (``LlamaConfig.preset("1b")``, random
 weights, bf16) at batch 64 and reports its share of the device's copy bandwidth (target: >= 50%).
 
@@ -100,6 +105,43 @@ def param_bytes(model) -> int:
     return sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+def matmul_floor(model, batch: int, repeats: int = 7) -> tuple[float, float]:
+    """(seconds, FLOPs) of one decode step's weight matmuls alone at ``batch`` rows: every layer's q/k/v/o and
+    gate/up/down kernels and the head, in the model's dtype and the engine's forms ([B, in] x [in, out]; the tied
+    head as embedding x hiddenᵀ), chained so that each layer waits for the one before; median of ``repeats``."""
+    config = model.config
+    dtype = jnp.dtype(config.dtype)
+
+    def flat(proj):
+        w = proj.kernel[...]
+        return w.reshape(int(np.prod(w.shape[:proj.n_in])), -1)
+
+    layers = [tuple(flat(p) for p in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj,
+                                      l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj)) for l in model.layers]
+    head = model.embed_tokens.embedding[...] if model.lm_head is None else flat(model.lm_head)
+
+    @jax.jit
+    def step(x, layers, head):
+        for wq, wk, wv, wo, wg, wu, wd in layers:
+            q, k, v = (jnp.matmul(x, w.astype(dtype)) for w in (wq, wk, wv))
+            x = x + jnp.matmul(q + k.sum() + v.sum(), wo.astype(dtype))
+            x = x + jnp.matmul(jax.nn.silu(jnp.matmul(x, wg.astype(dtype))) * jnp.matmul(x, wu.astype(dtype)),
+                               wd.astype(dtype))
+        if model.lm_head is None:
+            return jnp.argmax(jnp.einsum("VD,BD->VB", head.astype(dtype), x), axis=0)
+        return jnp.argmax(jnp.matmul(x, head.astype(dtype)), axis=-1)
+
+    x = jnp.ones((batch, config.hidden_size), dtype)
+    jax.block_until_ready(step(x, layers, head))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(x, layers, head))
+        times.append(time.perf_counter() - start)
+    flops = 2 * batch * sum(w.size for w in jax.tree.leaves((layers, head)))
+    return statistics.median(times), flops
+
+
 def ours(engine: Engine, ids: list[list[int]], new_tokens: int):
     requests = [Request(p, max_tokens=new_tokens) for p in ids]
 
@@ -173,6 +215,7 @@ def main(argv=None) -> dict:
     tokens = len(ids) * new_tokens
     jax_tps, torch_tps = tokens / seconds["jax"], tokens / seconds["torch"]
     bandwidth = copy_bandwidth()
+    floor_seconds, floor_flops = matmul_floor(model, len(ids))
     weights = param_bytes(model)
     read_rate = weights * statistics.median(decode_steps) / seconds["jax"]
     result = {"model": described, "prompts": len(ids), "new_tokens": new_tokens, "dtype": "float32",
@@ -180,7 +223,10 @@ def main(argv=None) -> dict:
               "jax_seconds": seconds["jax"], "torch_seconds": seconds["torch"],
               "jax_tokens_per_s": jax_tps, "torch_tokens_per_s": torch_tps, "speedup": jax_tps / torch_tps,
               "weight_bytes": weights, "weight_read_bytes_per_s": read_rate, "copy_bandwidth_bytes_per_s": bandwidth,
-              "bandwidth_share": read_rate / bandwidth}
+              "bandwidth_share": read_rate / bandwidth,
+              "jax_step_ms": 1e3 * seconds["jax"] / new_tokens, "torch_step_ms": 1e3 * seconds["torch"] / new_tokens,
+              "matmul_floor_ms": 1e3 * floor_seconds, "matmul_floor_gflops": floor_flops / floor_seconds / 1e9,
+              "speedup_ceiling": seconds["torch"] / new_tokens / floor_seconds}
     if jax.default_backend() == "gpu":
         result["gpu_1b"] = gpu_1b()
     print(f"model: {described}; {len(ids)} prompts x {new_tokens} new tokens, greedy, float32, "
@@ -190,6 +236,9 @@ def main(argv=None) -> dict:
     print(f"{'torch':8} {torch_tps:10.1f} {seconds['torch']:9.2f}")
     print(f"speedup {jax_tps / torch_tps:.2f}x; weights read {read_rate / 1e9:.1f} GB/s = "
           f"{100 * read_rate / bandwidth:.0f}% of copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+    print(f"per token: ours {result['jax_step_ms']:.1f} ms, torch {result['torch_step_ms']:.1f} ms; the weight matmuls "
+          f"alone take {result['matmul_floor_ms']:.1f} ms ({result['matmul_floor_gflops']:.0f} GFLOP/s), so no step of ours "
+          f"can beat torch by more than {result['speedup_ceiling']:.2f}x on this machine")
     if "gpu_1b" in result:
         g = result["gpu_1b"]
         print(f"GPU 1B bf16, batch {g['batch']}: {g['tokens_per_s']:.0f} tokens/s, "
