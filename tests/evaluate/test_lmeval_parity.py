@@ -120,7 +120,7 @@ def lmeval_run(data, smollm2_hf_dir):
     names = [c[1] for c in CASES]
     res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={smollm2_hf_dir},dtype=float32",
                                   tasks=names, limit=LIMIT, log_samples=True, batch_size=8, device="cpu",
-                                  task_manager=TaskManager(include_path=str(data[1])))
+                                  task_manager=TaskManager(include_path=str(data[1]), include_defaults=False))
     return {name: (res["results"][name], res["samples"][name], res["n-shot"][name]) for name in names}
 
 
