@@ -85,3 +85,16 @@ def smollm2_torch(smollm2_gguf):
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, **dtype)
     return model.eval()
+
+
+# -- parallel runs (pytest -n 2, pytest-xdist) ------------------------------------------------------------
+_REAL_MODEL_FIXTURES = {"smollm2_gguf", "smollm2_jax", "smollm2_torch", "smollm2_hf_dir"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the markers
+def pytest_collection_modifyitems(config, items):
+    """Every test of the real model runs on one worker (``--dist loadgroup``), so the model, its conversion and
+    the PyTorch reference are still loaded once per session; the other tests spread over the other workers."""
+    for item in items:
+        if _REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("real_model"))

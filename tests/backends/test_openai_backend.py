@@ -35,7 +35,7 @@ def test_faults_are_retried_and_every_prompt_completes_once_in_order(fake_server
     prompts = prompts[::2] + prompts[1::2]  # faulty prompts spread through the batch
     server = fake_server(faults, slow_s=5.0)
     # the timeout must cut "slow" short yet never a normal reply on a loaded CI machine
-    with make(server, concurrency=6, timeout_s=1.0, max_retries=3) as backend:
+    with make(server, concurrency=6, timeout_s=2.0, max_retries=3) as backend:
         out = backend.generate(prompts, SamplingParams(top_k=40, seed=3, stop=("###",)), "instructor")
     assert [c.text for c in out] == [server.reply_text(p) for p in prompts]
     assert all(server.successes[p] == 1 for p in prompts) and sum(server.successes.values()) == len(prompts)

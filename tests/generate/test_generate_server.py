@@ -40,11 +40,11 @@ class FaultyServer(_server_module.FakeOpenAIServer):
 
 def test_every_example_answered_once_and_resume_asks_nothing(policy_run, tmp_path):
     out = tmp_path / "gen"
-    with FaultyServer(retry_after="0.05", slow_s=0.8) as server:
+    with FaultyServer(retry_after="0.05", slow_s=4.0) as server:  # ok replies stay far inside the timeout, under load too
         args = ["--policy", str(policy_run), "--out", str(out), "--chains", "12", "--steps", "2",
                 "--responder-backend", "openai", "--responder-model", "expert", "--responder-base-url", server.url]
         cfg = config_from_args(build_parser().parse_args(args))
-        cfg.responder = dataclasses.replace(cfg.responder, timeout_s=0.4, max_retries=8, backoff_base_s=0.01,
+        cfg.responder = dataclasses.replace(cfg.responder, timeout_s=2.0, max_retries=8, backoff_base_s=0.01,
                                             backoff_max_s=0.05, concurrency=8)
         assert isinstance(cfg.responder, BackendConfig) and cfg.backend.kind == "simulated"
         report = generate(cfg, out, progress=False)

@@ -138,12 +138,13 @@ def test_config_errors_name_the_field(tmp_path, capsys):
 def test_default_configuration_stages_on_the_real_model(smollm2_gguf, shared_data, tmp_path):
     """The default run's configuration, each stage at a smaller size, in its own process as the command runs:
     the simulator rewrites, SmolLM2 answers, is fine-tuned for a step, evaluated on a few items and attacked."""
-    small = {"train_policy": {"iterations": 2, "num_chains": 8, "eval_chains": 8, "eval_episodes": 1,
-                              "checkpoint_every": 2},
-             "generate": {"chains": 8, "steps": 2, "max_examples": 6, "responder_max_tokens": 12},
-             "sft": {"max_steps": 1, "max_length": 96, "checkpoint_every": 0},
+    small = {"train_policy": {"iterations": 1, "num_chains": 8, "eval_chains": 8, "eval_episodes": 1,
+                              "checkpoint_every": 1},
+             "generate": {"chains": 8, "steps": 1, "max_examples": 5, "responder_max_tokens": 8,
+                          "responder": {**DEFAULTS["generate"]["responder"], "batch_slots": 4}},
+             "sft": {"max_steps": 1, "max_length": 64, "checkpoint_every": 0},
              "evaluate": {"tasks": ["arc_easy"], "limit": 1},
-             "mia": {"bootstrap": 5, "max_length": 96}}
+             "mia": {"bootstrap": 5, "max_length": 64}}
     path = tmp_path / "small_default.yaml"
     path.write_text(yaml.safe_dump(small))
     out = tmp_path / "run"
@@ -153,7 +154,7 @@ def test_default_configuration_stages_on_the_real_model(smollm2_gguf, shared_dat
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = {k: v["summary"] for k, v in json.loads((out / "state.json").read_text())["stages"].items()}
     assert summaries["base"]["path"] == str(smollm2_gguf.resolve())
-    assert summaries["data"]["report"]["examples"] == 6
+    assert summaries["data"]["report"]["examples"] == 5
     records = [json.loads(line) for line in (out / "data" / "data.jsonl").read_text().splitlines()]
     assert all(r["responder"]["backend"] == "jax" and r["instructor"]["backend"] == "simulated" for r in records)
     assert summaries["sft"]["steps"] == 1 and (out / "sft" / "final" / "model.safetensors").exists()
