@@ -88,13 +88,17 @@ def smollm2_torch(smollm2_gguf):
 
 
 # -- parallel runs (pytest -n 2, pytest-xdist) ------------------------------------------------------------
-_REAL_MODEL_FIXTURES = {"smollm2_gguf", "smollm2_jax", "smollm2_torch", "smollm2_hf_dir"}
+_REAL_MODEL_FIXTURES = {"smollm2_jax", "smollm2_torch", "smollm2_hf_dir"}  # loaded (not just located) once
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the markers
 def pytest_collection_modifyitems(config, items):
-    """Every test of the real model runs on one worker (``--dist loadgroup``), so the model, its conversion and
-    the PyTorch reference are still loaded once per session; the other tests spread over the other workers."""
+    """Every test that shares the session's loaded real model (ours, its conversion, the PyTorch reference) runs
+    on one worker (``--dist loadgroup``), so each is still loaded once per session; the other tests, those that
+    run a command on the model's file among them, spread over the workers (those of one module together)."""
     for item in items:
-        if _REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if _REAL_MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.xdist_group("real_model"))
+        elif "smollm2_gguf" in fixtures:  # one module on one worker: its module-scoped model fixtures are made once
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
