@@ -96,9 +96,12 @@ def pytest_collection_modifyitems(config, items):
     """Every test that shares the session's loaded real model (ours, its conversion, the PyTorch reference) runs
     on one worker (``--dist loadgroup``), so each is still loaded once per session; the other tests, those that
     run a command on the model's file among them, spread over the workers (those of one module together)."""
+    module = lambda item: item.nodeid.split("::")[0]  # noqa: E731
+    # a module with a test that loads the model from its file runs whole on one worker: its module-scoped
+    # fixtures (a loaded backend, a finished run) are made once
+    whole = {module(item) for item in items if "smollm2_gguf" in getattr(item, "fixturenames", ())}
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if _REAL_MODEL_FIXTURES & fixtures:
+        if _REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("real_model"))
-        elif "smollm2_gguf" in fixtures:  # one module on one worker: its module-scoped model fixtures are made once
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        elif module(item) in whole:
+            item.add_marker(pytest.mark.xdist_group(module(item)))
