@@ -13,8 +13,8 @@ is how close decoding runs to its ceiling.
 
 And the floor our kernels set: one decode step's weight matmuls alone (the model's own kernels at the batch's
 shape, chained layer by layer as the model runs them, head included; no attention, norms or sampling), timed in
-the same run, with the FLOP rate they reach. When that floor is more than half of PyTorch's whole step, 2x is out
-of reach for this model on this machine whatever the rest of the step costs, and the script says so.
+the same run, with the FLOP rate they reach, and the ceiling it sets: PyTorch's whole step over that floor is the
+most our step could beat it by on this machine, whatever the rest of the step costs.
 
 On a GPU (``jax.default_backend() == "gpu"``) the script adds a ~1B Llama (``LlamaConfig.preset("1b")``, random
 weights, bf16) at batch 64 and reports its share of the device's copy bandwidth (target: >= 50%).
@@ -43,7 +43,6 @@ from teamsrl_jax.model import LlamaConfig, init_model, load_pretrained, save_pre
 from teamsrl_jax.pipeline.config import smollm2_path
 
 SEEDS = Path(__file__).resolve().parents[1] / "teamsrl_jax" / "env" / "data" / "default_seeds.jsonl"
-
 
 
 def load_models(threads: int):

@@ -54,7 +54,6 @@ metadata:
 """
 
 
-
 def make_model_folder(folder: Path) -> str:
     """A Hugging Face folder both sides load; returns its description."""
     gguf = smollm2_path()

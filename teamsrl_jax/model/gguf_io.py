@@ -15,6 +15,7 @@ it. Qwen2 is written unpermuted (llama.cpp runs it with NeoX-style rope, which i
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ def find_gguf(path) -> Path | None:
     return files[0] if files else None
 
 
+@functools.cache
 def _reader_class():
     """``gguf.GGUFReader`` reading through a plain ndarray view of its memory map: the reader slices its map once
     per metadata item (hundreds of thousands for a 50K-token vocabulary), and ``np.memmap``'s Python-level

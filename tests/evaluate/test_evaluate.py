@@ -4,7 +4,6 @@ lm-eval's own sampler, the tasks' documents and errors, and the command line."""
 from __future__ import annotations
 
 import json
-import random
 
 import jax
 import numpy as np

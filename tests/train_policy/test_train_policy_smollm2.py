@@ -3,9 +3,6 @@ instructions, its reviews (opened with their label, read from its probabilities)
 say what became of every rewrite and how fast the model generated."""
 
 import json
-import os
-import subprocess
-import sys
 
 from teamsrl_jax.fileio import read_jsonl
 from teamsrl_jax.train_policy.__main__ import main
