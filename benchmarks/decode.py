@@ -11,8 +11,9 @@ head) per second of our decode, as a share of this machine's memory bandwidth me
 large array copy (bytes read + written per second; NumPy on the CPU). Batch decode reads the weights once per step, so that share
 is how close decoding runs to its ceiling.
 
-And the floor our kernels set: one decode step's weight matmuls alone (the model's own kernels at the batch's
-shape, chained layer by layer as the model runs them, head included; no attention, norms or sampling), timed in
+And the floor our kernels set: one decode step's weight matmuls alone (the engine's own weights and products at
+the batch's shape, chained layer by layer as the engine runs them, head included; no attention, norms or
+sampling), timed in
 the same run, with the FLOP rate they reach, and the ceiling it sets: PyTorch's whole step over that floor is the
 most our step could beat it by on this machine, whatever the rest of the step costs.
 
@@ -104,40 +105,31 @@ def param_bytes(model) -> int:
     return sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def matmul_floor(model, batch: int, repeats: int = 7) -> tuple[float, float]:
-    """(seconds, FLOPs) of one decode step's weight matmuls alone at ``batch`` rows: every layer's q/k/v/o and
-    gate/up/down kernels and the head, in the model's dtype and the engine's forms ([B, in] x [in, out]; the tied
-    head as embedding x hiddenᵀ), chained so that each layer waits for the one before; median of ``repeats``."""
-    config = model.config
-    dtype = jnp.dtype(config.dtype)
-
-    def flat(proj):
-        w = proj.kernel[...]
-        return w.reshape(int(np.prod(w.shape[:proj.n_in])), -1)
-
-    layers = [tuple(flat(p) for p in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj,
-                                      l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj)) for l in model.layers]
-    head = model.embed_tokens.embedding[...] if model.lm_head is None else flat(model.lm_head)
+def matmul_floor(engine: Engine, batch: int, repeats: int = 7) -> tuple[float, float]:
+    """(seconds, FLOPs) of one decode step's weight matmuls alone at ``batch`` rows: every layer's q/k/v, o,
+    gate/up and down products and the head, on the engine's own weights in its forms (``feature_major``:
+    [out, in] x [in, B]; the head as head x hiddenᵀ), chained so that each layer waits for the one before;
+    median of ``repeats``."""
+    weights = engine.weights
+    matrices = [(w.qkv, w.o, w.gate_up, w.down) for w in weights.layers]
 
     @jax.jit
-    def step(x, layers, head):
-        for wq, wk, wv, wo, wg, wu, wd in layers:
-            q, k, v = (jnp.matmul(x, w.astype(dtype)) for w in (wq, wk, wv))
-            x = x + jnp.matmul(q + k.sum() + v.sum(), wo.astype(dtype))
-            x = x + jnp.matmul(jax.nn.silu(jnp.matmul(x, wg.astype(dtype))) * jnp.matmul(x, wu.astype(dtype)),
-                               wd.astype(dtype))
-        if model.lm_head is None:
-            return jnp.argmax(jnp.einsum("VD,BD->VB", head.astype(dtype), x), axis=0)
-        return jnp.argmax(jnp.matmul(x, head.astype(dtype)), axis=-1)
+    def step(x_DxB, matrices, head):
+        for qkv, o, gate_up, down in matrices:
+            qkv_x = jnp.matmul(qkv, x_DxB)
+            x_DxB = x_DxB + jnp.matmul(o, qkv_x[:o.shape[1]] + qkv_x[o.shape[1]:].sum())
+            h = jnp.matmul(gate_up, x_DxB)
+            x_DxB = x_DxB + jnp.matmul(down, jax.nn.silu(h[:down.shape[1]]) * h[down.shape[1]:])
+        return jnp.argmax(jnp.matmul(head, x_DxB, preferred_element_type=jnp.float32), axis=0)
 
-    x = jnp.ones((batch, config.hidden_size), dtype)
-    jax.block_until_ready(step(x, layers, head))
+    x = jnp.ones((weights.embedding.shape[1], batch), weights.embedding.dtype)
+    jax.block_until_ready(step(x, matrices, weights.output))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(step(x, layers, head))
+        jax.block_until_ready(step(x, matrices, weights.output))
         times.append(time.perf_counter() - start)
-    flops = 2 * batch * sum(w.size for w in jax.tree.leaves((layers, head)))
+    flops = 2 * batch * sum(w.size for w in jax.tree.leaves((matrices, weights.output)))
     return statistics.median(times), flops
 
 
@@ -214,7 +206,7 @@ def main(argv=None) -> dict:
     tokens = len(ids) * new_tokens
     jax_tps, torch_tps = tokens / seconds["jax"], tokens / seconds["torch"]
     bandwidth = copy_bandwidth()
-    floor_seconds, floor_flops = matmul_floor(model, len(ids))
+    floor_seconds, floor_flops = matmul_floor(engine, len(ids))
     weights = param_bytes(model)
     read_rate = weights * statistics.median(decode_steps) / seconds["jax"]
     result = {"model": described, "prompts": len(ids), "new_tokens": new_tokens, "dtype": "float32",

@@ -5,10 +5,11 @@
     results = engine.generate([Request(engine.chat_ids(p), max_tokens=64) for p in prompts])
 
 Modules: sampling (greedy / temperature / top-k / top-p / logprobs inside jit), engine (slots, buckets,
-prefill and decode programs, stop conditions). The ``jax`` LLM backend (``backends.jax_backend``) serves
+prefill and decode programs, stop conditions), feature_major (the engine's forward pass: the model's, with the
+weights stored [out, in] and the activations [features, tokens], which decodes faster on a CPU). The ``jax`` LLM backend (``backends.jax_backend``) serves
 the instructor, reviewer and responder roles with it.
 """
 
-from teamsrl_jax.inference.engine import Engine, EngineStats, Request, Result, bucket, prompt_bucket
+from teamsrl_jax.inference.engine import Engine, EngineStats, Request, Result, bucket, prompt_bucket, shared_prefix
 
-__all__ = ["Engine", "EngineStats", "Request", "Result", "bucket", "prompt_bucket"]
+__all__ = ["Engine", "EngineStats", "Request", "Result", "bucket", "prompt_bucket", "shared_prefix"]

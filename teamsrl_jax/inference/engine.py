@@ -6,9 +6,9 @@ row finishes (EOS, a stop string, or ``max_tokens``), the next waiting prompt ta
 one long answer does not hold the batch.
 
 Shapes are bucketed so that a run compiles a handful of programs: the prefill batch (powers of two up to
-``batch_slots``), the prompt length (four buckets per octave, multiples of ``min_bucket``) and the cache length (a power of two
-from 64 covering the longest row in use: the cache starts short and doubles as rows grow, so a decode step
-reads only about as much cache as is filled).
+``batch_slots``), the prompt length (two buckets per octave, 3/4 and 4/4 of a power of two, multiples of
+``min_bucket``) and the cache length (the same from 64 on, covering the longest row in use: the cache starts short
+and grows with the rows, so a decode step reads little more cache than is filled).
 
     engine = Engine.from_pretrained("SmolLM2-135M-Instruct.Q4_1.gguf")
     ids = engine.chat_ids("What is the capital of France?")
@@ -29,9 +29,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import NamedSharding
 
+from teamsrl_jax.inference import feature_major
 from teamsrl_jax.inference.sampling import next_tokens, token_logprobs
 from teamsrl_jax.model.attention import KVCache
 from teamsrl_jax.model.config import LlamaConfig
@@ -112,11 +112,25 @@ def bucket(n: int, minimum: int, maximum: int | None = None) -> int:
 
 
 def prompt_bucket(n: int, minimum: int, maximum: int | None = None) -> int:
-    """Prompt lengths in four buckets per octave (n rounded up to a quarter of its power of two, at least
-    ``minimum``): a prefill computes every padded position, so padding costs as much as prompt."""
+    """Lengths in two buckets per octave: n rounded up to a multiple of a quarter of its power of two (and of
+    ``minimum``), so 3/4 or 4/4 of it. A prefill computes every padded position and a decode step attends over
+    every cache slot, so padding costs as much as content."""
     step = max(int(minimum), bucket(n, 1) // 4)
     size = -(-max(int(n), 1) // step) * step
     return size if maximum is None else min(size, maximum)
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]], multiple: int) -> int:
+    """How many leading tokens a prefill computes once for all ``prompts``: their common prefix (the chat
+    template's opening and system prompt, typically), rounded down to a multiple of ``multiple`` (a program per
+    distinct length), leaving each prompt at least one token of its own; 0 for fewer than two prompts."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(map(len, prompts)) - 1
+    for other in prompts[1:]:
+        n = next((i for i in range(n) if other[i] != first[i]), n)
+    n -= n % max(int(multiple), 1)
+    return n if n >= 2 * multiple else 0
 
 
 @dataclass(eq=False)
@@ -145,8 +159,8 @@ class Engine:
         self.mesh = mesh
         self.min_bucket = int(min_bucket)
         self.max_context = int(max_context or config.max_position_embeddings)
-        self.graphdef, self.state = nnx.split(model)
-        self._prefill, self._decode = _programs(self.graphdef)
+        self.weights = feature_major.from_model(model)  # the engine's own copy, [out, in]: see feature_major
+        self._prefill, self._decode = _programs(config)
         self.eos_token_ids = frozenset(self._eos_ids(eos_token_ids))
         self.stats = EngineStats()
 
@@ -189,21 +203,31 @@ class Engine:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True) if self.tokenizer is not None else ""
 
     # -- the jitted programs ----------------------------------------------------------------------------
-    # Pure functions of (graphdef, state, ...). ``_programs`` closes them over one graphdef, once per model
-    # structure: engines over one model share the compiled programs, and no call hashes the graphdef (hashing
-    # it, as a static argument, cost tens of milliseconds per decode step).
+    # Pure functions of (config, weights, ...). ``_programs`` closes them over one config, once per model
+    # structure: engines over equal models share the compiled programs, and no call hashes the config.
     @staticmethod
-    def _prefill_fn(graphdef, state, cache, ids_bxP, lengths_b, slots_b, temperature_b, top_k_b, top_p_b, keys_bx2,
-                 index_b, *, greedy, n_logprobs):
-        """Runs b right-padded prompts, writes their keys/values into cache rows ``slots_b`` (an index past
-        the last row drops a padding row), and samples each prompt's first token."""
-        model = nnx.merge(graphdef, state)
+    def _prefill_fn(config, weights, cache, prefix_1xp, ids_bxP, lengths_b, slots_b, temperature_b, top_k_b, top_p_b,
+                    keys_bx2, index_b, *, greedy, n_logprobs):
+        """Runs b prompts, given as the p tokens they all start with (p may be 0) and their right-padded rest,
+        writes their keys/values into cache rows ``slots_b`` (an index past the last row drops a padding row), and
+        samples each prompt's first token. ``lengths_b`` are the whole prompts' lengths. The shared prefix is
+        computed once, on one row, and its keys/values copied into every row before the rest runs over them."""
         b, P = ids_bxP.shape
-        segment_b_P = (jnp.arange(P)[None, :] < lengths_b[:, None]).astype(jnp.int32)
-        scratch = KVCache.zeros(model.config, b, P, cache.k[0].dtype)
-        hidden, filled = model(ids_bxP, segment_ids_BxL=segment_b_P, cache=scratch, return_hidden=True)
-        last_bxD = jnp.take_along_axis(hidden, (lengths_b - 1)[:, None, None], axis=1)[:, 0]
-        tokens_b, logits_bxV = _choose(model, last_bxD, (temperature_b, top_k_b, top_p_b, keys_bx2, index_b),
+        p = prefix_1xp.shape[1]
+        dtype = cache.k[0].dtype
+        scratch = KVCache.zeros(config, b, p + P, dtype)
+        if p:
+            _, shared = feature_major.forward(weights, config, prefix_1xp, jnp.ones((1, p), jnp.int32),
+                                              KVCache.zeros(config, 1, p, dtype))
+            k_pad, v_pad = ((0, 0), (0, 0), (0, 0), (0, P)), ((0, 0), (0, 0), (0, P), (0, 0))
+            scratch = KVCache(k=tuple(jnp.broadcast_to(jnp.pad(k, k_pad), c.shape) for k, c in zip(shared.k, scratch.k)),
+                              v=tuple(jnp.broadcast_to(jnp.pad(v, v_pad), c.shape) for v, c in zip(shared.v, scratch.v)),
+                              segment_ids=scratch.segment_ids.at[:, :p].set(1), end=jnp.asarray(p, jnp.int32))
+        segment_b_P = (jnp.arange(P)[None, :] < (lengths_b - p)[:, None]).astype(jnp.int32)
+        hidden, filled = feature_major.forward(weights, config, ids_bxP, segment_b_P, scratch)
+        last_bxD = jnp.take_along_axis(hidden, (lengths_b - p - 1)[:, None, None], axis=1)[:, 0]
+        P = p + P
+        tokens_b, logits_bxV = _choose(weights, last_bxD, (temperature_b, top_k_b, top_p_b, keys_bx2, index_b),
                                        greedy=greedy, n_logprobs=n_logprobs)
         S = cache.segment_ids.shape[1]
         new_segments = (jnp.arange(S)[None, :] < lengths_b[:, None]).astype(jnp.int32)
@@ -220,14 +244,13 @@ class Engine:
         return tokens_b, _logprobs(logits_bxV, tokens_b, n_logprobs), cache
 
     @staticmethod
-    def _decode_fn(graphdef, state, cache, tokens_B, active_B, temperature_B, top_k_B, top_p_B, keys_Bx2, index_B,
+    def _decode_fn(config, weights, cache, tokens_B, active_B, temperature_B, top_k_B, top_p_B, keys_Bx2, index_B,
                 *, greedy, n_logprobs):
         """One token for every busy row (``active_B``); idle rows compute on but write nothing visible
         and do not advance."""
-        model = nnx.merge(graphdef, state)
-        hidden, new_cache = model(tokens_B[:, None], segment_ids_BxL=active_B[:, None].astype(jnp.int32),
-                                  cache=cache, return_hidden=True)
-        next_B, logits_BxV = _choose(model, hidden[:, 0], (temperature_B, top_k_B, top_p_B, keys_Bx2, index_B),
+        hidden, new_cache = feature_major.forward(weights, config, tokens_B[:, None],
+                                                  active_B[:, None].astype(jnp.int32), cache)
+        next_B, logits_BxV = _choose(weights, hidden[:, 0], (temperature_B, top_k_B, top_p_B, keys_Bx2, index_B),
                                      greedy=greedy, n_logprobs=n_logprobs)
         new_cache = dataclasses.replace(new_cache, end=jnp.where(active_B, cache.end + 1, cache.end))
         return next_B, _logprobs(logits_BxV, next_B, n_logprobs), new_cache
@@ -237,7 +260,7 @@ class Engine:
         # placed (committed) like the programs' outputs: an uncommitted first cache would compile every program
         # a second time when its own output comes back in
         if self.mesh is None:
-            return jax.sharding.SingleDeviceSharding(next(iter(jax.tree.leaves(self.state)[0].devices())))
+            return jax.sharding.SingleDeviceSharding(next(iter(self.weights.embedding.devices())))
         sizes = dict(zip(self.mesh.axis_names, self.mesh.axis_sizes))
         return NamedSharding(self.mesh, logical_to_pspec(axes, shape, sizes))
 
@@ -261,7 +284,7 @@ class Engine:
         S = cache.segment_ids.shape[1]
         if needed <= S:
             return cache
-        return self._pad(cache, bucket(needed, 64, self.max_context) - S)
+        return self._pad(cache, min(max(64, prompt_bucket(needed, 32)), self.max_context) - S)
 
     @staticmethod
     @partial(jax.jit, static_argnames=("extra",))
@@ -378,17 +401,19 @@ class Engine:
 
     def _prefill_rows(self, cache, rows: list[int], new: list[_Slot], n_logprobs):
         b = bucket(len(new), 1, self.batch_slots)
-        P = prompt_bucket(max(len(s.request.prompt_ids) for s in new), self.min_bucket, self.max_context)
-        cache = self._grow(cache, P)
+        prompts = [s.request.prompt_ids for s in new]
+        p = shared_prefix(prompts, self.min_bucket // 2)
+        P = prompt_bucket(max(map(len, prompts)) - p, self.min_bucket, self.max_context - p)
+        cache = self._grow(cache, p + P)
         ids = np.zeros((b, P), np.int32)
-        lengths = np.ones(b, np.int32)
+        lengths = np.full(b, p + 1, np.int32)
         slots_b = np.full(b, self.batch_slots, np.int32)  # out of range: dropped
-        for j, (row, slot) in enumerate(zip(rows, new)):
-            prompt = slot.request.prompt_ids
-            ids[j, :len(prompt)], lengths[j], slots_b[j] = prompt, len(prompt), row
+        for j, (row, prompt) in enumerate(zip(rows, prompts)):
+            ids[j, :len(prompt) - p], lengths[j], slots_b[j] = prompt[p:], len(prompt), row
+        prefix = np.asarray([prompts[0][:p]], np.int32).reshape(1, p)
         sampling, greedy = self._sampling_arrays(new + [None] * (b - len(new)), b)
-        self.stats.programs.add(("prefill", b, P, cache.segment_ids.shape[1], greedy, n_logprobs))
-        tokens, logprobs, cache = self._prefill(self.state, cache, ids, lengths, slots_b, *sampling,
+        self.stats.programs.add(("prefill", b, p, P, cache.segment_ids.shape[1], greedy, n_logprobs))
+        tokens, logprobs, cache = self._prefill(self.weights, cache, prefix, ids, lengths, slots_b, *sampling,
                                                 greedy=greedy, n_logprobs=n_logprobs)
         return cache, list(zip(np.asarray(tokens)[:len(new)].tolist(), self._rows(logprobs, len(new))))
 
@@ -404,7 +429,7 @@ class Engine:
         cache = self._grow(cache, longest)  # this step writes at slot longest - 1
         sampling, greedy = self._sampling_arrays(slots, B)
         self.stats.programs.add(("decode", B, cache.segment_ids.shape[1], greedy, n_logprobs))
-        out, logprobs, cache = self._decode(self.state, cache, tokens, active, *sampling,
+        out, logprobs, cache = self._decode(self.weights, cache, tokens, active, *sampling,
                                             greedy=greedy, n_logprobs=n_logprobs)
         self.stats.decode_steps += 1
         out = np.asarray(out).tolist()
@@ -423,26 +448,25 @@ class Engine:
 _PROGRAMS: dict = {}
 
 
-def _programs(graphdef):
-    """(prefill, decode) jitted over one model structure (shared by every engine over an equal graphdef)."""
-    if graphdef not in _PROGRAMS:
+def _programs(config: LlamaConfig):
+    """(prefill, decode) jitted for one model configuration (shared by every engine over an equal one)."""
+    if config not in _PROGRAMS:
         statics = dict(static_argnames=("greedy", "n_logprobs"), donate_argnames=("cache",))
-        _PROGRAMS[graphdef] = (jax.jit(partial(Engine._prefill_fn, graphdef), **statics),
-                               jax.jit(partial(Engine._decode_fn, graphdef), **statics))
-    return _PROGRAMS[graphdef]
+        _PROGRAMS[config] = (jax.jit(partial(Engine._prefill_fn, config), **statics),
+                             jax.jit(partial(Engine._decode_fn, config), **statics))
+    return _PROGRAMS[config]
 
 
-def _choose(model, hidden_BxD, sampling, *, greedy: bool, n_logprobs):
+def _choose(weights: feature_major.Weights, hidden_BxD, sampling, *, greedy: bool, n_logprobs):
     """(next tokens [B], logits [B, V] or None): the rows' next tokens from their final hidden states.
 
-    Greedy without logprobs, with a tied head, needs no [B, V] logits: the argmax runs down the columns of
-    embedding·hiddenᵀ [V, B], the product with the large operand first, which XLA's CPU kernels compute about a
-    third faster at decode batch sizes than hidden·embeddingᵀ (the head is a fifth of a decode step's FLOPs)."""
-    if greedy and n_logprobs is None and model.lm_head is None:
-        table_VxD = model.embed_tokens.embedding[...].astype(hidden_BxD.dtype)
-        logits_VxB = jnp.einsum("VD,BD->VB", table_VxD, hidden_BxD, preferred_element_type=jnp.float32)
+    Greedy without logprobs needs no [B, V] logits: the argmax runs down the columns of head·hiddenᵀ [V, B],
+    the product with the large operand first, which XLA's CPU kernels compute about a third faster at decode
+    batch sizes than hidden·headᵀ (the head is a fifth of a decode step's FLOPs)."""
+    if greedy and n_logprobs is None:
+        logits_VxB = jnp.einsum("VD,BD->VB", weights.output, hidden_BxD, preferred_element_type=jnp.float32)
         return jnp.argmax(logits_VxB, axis=0).astype(jnp.int32), None
-    logits_BxV = model.head(hidden_BxD)
+    logits_BxV = jnp.einsum("BD,VD->BV", hidden_BxD, weights.output, preferred_element_type=jnp.float32)
     return next_tokens(logits_BxV, *sampling, greedy=greedy), logits_BxV
 
 

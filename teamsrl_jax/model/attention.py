@@ -93,6 +93,18 @@ def cached_attention(q_BxLxNxH, k_BxKxHxS, v_BxKxSxH, mask_BxLxS):
     return out_BxKxQxH.reshape(B, K, N // K, L, H).transpose(0, 3, 1, 2, 4).reshape(B, L, N, H)
 
 
+def attend_cached(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, layer_cache, mask_BxLxS):
+    """(out [B, L, N, H], the layer's updated (k, v) cache): writes this call's rotated keys and its values
+    into ``layer_cache`` = (k [B, K, H, S], v [B, K, S, H], end) at slots end..end+L-1 (``end`` a scalar or one
+    per row [B]), then attends over all S slots through ``mask_BxLxS``."""
+    k_cache, v_cache, end = layer_cache
+    k_BxKxHxS = write_rows(k_cache, k_BxLxKxH.transpose(0, 2, 3, 1), end, axis=3)
+    v_BxKxSxH = write_rows(v_cache, v_BxLxKxH.transpose(0, 2, 1, 3), end, axis=2)
+    dtype = q_BxLxNxH.dtype
+    out_BxLxNxH = cached_attention(q_BxLxNxH, k_BxKxHxS.astype(dtype), v_BxKxSxH.astype(dtype), mask_BxLxS)
+    return out_BxLxNxH, (k_BxKxHxS, v_BxKxSxH)
+
+
 def dot_product_attention(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxLxS, impl="einsum"):
     """softmax(q·kᵀ/√H + mask)·v with the softmax in float32; kv heads shared by G query heads."""
     if impl == "jax":
@@ -131,12 +143,7 @@ class Attention(nnx.Module):
         q_BxLxNxH = shard_activation(q_BxLxNxH, ("batch", "length", "heads", "head_dim"))
         new_cache = None
         if layer_cache is not None:
-            k_cache, v_cache, end = layer_cache
-            new_cache = (write_rows(k_cache, k_BxSxKxH.transpose(0, 2, 3, 1), end, axis=3),
-                         write_rows(v_cache, v_BxSxKxH.transpose(0, 2, 1, 3), end, axis=2))
-            k_BxKxHxS, v_BxKxSxH = new_cache
-            dtype = q_BxLxNxH.dtype
-            out_BxLxNxH = cached_attention(q_BxLxNxH, k_BxKxHxS.astype(dtype), v_BxKxSxH.astype(dtype), mask_BxLxS)
+            out_BxLxNxH, new_cache = attend_cached(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, layer_cache, mask_BxLxS)
         else:
             dtype = q_BxLxNxH.dtype
             out_BxLxNxH = dot_product_attention(q_BxLxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype),

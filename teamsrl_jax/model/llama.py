@@ -74,24 +74,15 @@ class Llama(nnx.Module):
         token sees the earlier tokens of branch 0 (the prefix) and of its own branch only, so several
         continuations of one context are scored in one row (pass their positions too: each continues the prefix).
         """
-        B, L = input_ids_BxL.shape
         offset = 0 if cache is None else cache.end
-        if segment_ids_BxL is None:
-            segment_ids_BxL = jnp.ones((B, L), jnp.int32)
-        if positions_BxL is None:
-            positions_BxL = jnp.reshape(offset, (-1, 1)) + jnp.arange(L, dtype=jnp.int32)[None, :]
-            positions_BxL = jnp.broadcast_to(positions_BxL, (B, L))
         x_BxLxD = shard_activation(self.embed_tokens(input_ids_BxL), ("batch", "length", "embed"))
-        kv_segment_ids_BxS = segment_ids_BxL if cache is None else write_rows(
-            cache.segment_ids, segment_ids_BxL.astype(jnp.int32), offset)
-        mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, self.config.sliding_window)
+        kv_segment_ids_BxS, mask_BxLxS, rope_BxLx1xH = forward_inputs(
+            self.config, input_ids_BxL.shape, positions_BxL, segment_ids_BxL, cache)
         if branch_ids_BxL is not None:
             if cache is not None:
                 raise ValueError("branch_ids_BxL is for packed rows without a cache")
             q_branch_BxLx1, k_branch_Bx1xS = branch_ids_BxL[:, :, None], branch_ids_BxL[:, None, :]
             mask_BxLxS &= (k_branch_Bx1xS == 0) | (k_branch_Bx1xS == q_branch_BxLx1)
-        inv_freq = inverse_frequencies(self.config.head_size, self.config.rope_theta, self.config.rope_scaling)
-        rope_BxLx1xH = rope_cos_sin(positions_BxL, inv_freq)  # once, for every layer's q and k
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             if cache is not None:
@@ -106,7 +97,8 @@ class Llama(nnx.Module):
         out = self.norm(x_BxLxD) if return_hidden else self.head(self.norm(x_BxLxD))
         if cache is None:
             return out
-        return out, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS, end=cache.end + L)
+        return out, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS,
+                            end=cache.end + input_ids_BxL.shape[1])
 
     def head(self, x_BxLxD):
         """Float32 logits [..., V] from final normalised hidden states [..., D] (tied or separate head)."""
@@ -116,6 +108,26 @@ class Llama(nnx.Module):
             logits = matmul_2d(x_BxLxD, self.lm_head.kernel[...].astype(x_BxLxD.dtype),
                                preferred_element_type=jnp.float32)
         return shard_activation(logits, ("batch", "length", "vocab")) if logits.ndim == 3 else logits
+
+
+def forward_inputs(config: LlamaConfig, shape_BxL, positions_BxL=None, segment_ids_BxL=None,
+                   cache: KVCache | None = None):
+    """What every layer of a forward pass over B rows of L tokens shares: (the key slots' segment ids [B, S]
+    (the cache's, with this call's written in), the attention mask [B, L, S], rope's (cos, sin) of the
+    positions). Defaults as ``Llama.__call__`` documents them: segment ids all 1, positions 0..L-1 continuing
+    from ``cache.end``."""
+    B, L = shape_BxL
+    offset = 0 if cache is None else cache.end
+    if segment_ids_BxL is None:
+        segment_ids_BxL = jnp.ones((B, L), jnp.int32)
+    if positions_BxL is None:
+        positions_BxL = jnp.reshape(offset, (-1, 1)) + jnp.arange(L, dtype=jnp.int32)[None, :]
+        positions_BxL = jnp.broadcast_to(positions_BxL, (B, L))
+    kv_segment_ids_BxS = segment_ids_BxL if cache is None else write_rows(
+        cache.segment_ids, segment_ids_BxL.astype(jnp.int32), offset)
+    mask_BxLxS = attention_mask(segment_ids_BxL, kv_segment_ids_BxS, offset, config.sliding_window)
+    inv_freq = inverse_frequencies(config.head_size, config.rope_theta, config.rope_scaling)
+    return kv_segment_ids_BxS, mask_BxLxS, rope_cos_sin(positions_BxL, inv_freq)  # rope once, for every layer
 
 
 def init_model(config: LlamaConfig, *, seed: int = 0, mesh=None) -> Llama:

@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 
-from teamsrl_jax.inference import Engine, Request, bucket, prompt_bucket
+from teamsrl_jax.inference import Engine, Request, bucket, prompt_bucket, shared_prefix
 from teamsrl_jax.model.sharding import MeshConfig, make_mesh, shard_model
 
 from .conftest import assert_same_tokens, check_greedy
@@ -21,6 +21,27 @@ def test_bucket():
     assert [bucket(n, 16) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
     assert bucket(300, 16, 256) == 256 and bucket(3, 1, 16) == 4
     assert [prompt_bucket(n, 16) for n in (1, 16, 17, 37, 64, 65, 300, 1000)] == [16, 16, 32, 48, 64, 96, 384, 1024]
+
+
+def test_shared_prefix():
+    head = list(range(100, 140))
+    assert shared_prefix([head + [1, 2], head + [3], head[:30] + [9]], 8) == 24  # 30 shared, rounded down
+    assert shared_prefix([head + [1], head + [1]], 8) == 40  # each keeps a token of its own
+    assert shared_prefix([head[:20], head[:20] + [5]], 8) == 16
+    assert shared_prefix([head, head[:10] + [7] * 30], 8) == 0  # under two multiples: not worth a program
+    assert shared_prefix([head], 8) == 0 and shared_prefix([[1] + head, head], 8) == 0
+
+
+def test_a_shared_prefix_is_computed_once_with_the_same_tokens(tiny_model):
+    system = np.random.default_rng(9).integers(4, 300, size=34).tolist()  # a system prompt all the asks share
+    asks = [Request(system + p, max_tokens=8) for p in prompts(5, seed=5)]
+    engine = Engine(tiny_model, batch_slots=4, eos_token_ids=[])
+    together = engine.generate(asks)
+    assert any(key[0] == "prefill" and key[2] == 32 for key in engine.stats.programs)  # 34 shared -> 32 once
+    alone = Engine(tiny_model, batch_slots=1, eos_token_ids=[])
+    for ask, result in zip(asks, together):
+        check_greedy(tiny_model, ask.prompt_ids, result.token_ids)
+        assert_same_tokens(tiny_model, ask.prompt_ids, result.token_ids, alone.generate([ask])[0].token_ids)
 
 
 def test_continuous_batching_greedy_equals_recompute_and_running_alone(tiny_model):
@@ -106,7 +127,9 @@ def test_sharded_over_a_mesh_equals_one_device(tiny_model):
     sharded = engine.generate(asks)
     for ask, a, b in zip(asks, single, sharded):
         assert_same_tokens(tiny_model, ask.prompt_ids, a.token_ids, b.token_ids)
-    assert len(engine.state["layers"][0]["mlp"]["gate_proj"]["kernel"][...].sharding.device_set) == 8
+    # the engine's own (transposed) weights stay sharded over the mesh, not replicated
+    sharding = engine.weights.layers[0].gate_up.sharding
+    assert len(sharding.device_set) == 8 and not sharding.is_fully_replicated
 
 
 def test_bad_requests(tiny_model):
