@@ -465,7 +465,12 @@ def _choose(weights: feature_major.Weights, hidden_BxD, sampling, *, greedy: boo
     batch sizes than hidden·headᵀ (the head is a fifth of a decode step's FLOPs)."""
     if greedy and n_logprobs is None:
         logits_VxB = jnp.einsum("VD,BD->VB", weights.output, hidden_BxD, preferred_element_type=jnp.float32)
-        return jnp.argmax(logits_VxB, axis=0).astype(jnp.int32), None
+        # argmax down the columns as the first row that reaches the column's max: two plain reductions, which
+        # XLA's CPU code runs 3x faster than argmax's paired one over a non-minor axis (1.9 -> 0.6 ms here)
+        V = logits_VxB.shape[0]
+        rows_Vx1 = jnp.arange(V, dtype=jnp.int32)[:, None]
+        first = jnp.min(jnp.where(logits_VxB == logits_VxB.max(axis=0), rows_Vx1, V), axis=0)
+        return jnp.minimum(first, V - 1), None  # (no row matches only where the column holds a NaN)
     logits_BxV = jnp.einsum("BD,VD->BV", hidden_BxD, weights.output, preferred_element_type=jnp.float32)
     return next_tokens(logits_BxV, *sampling, greedy=greedy), logits_BxV
 
