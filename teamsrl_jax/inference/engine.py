@@ -1,7 +1,8 @@
 """A batched generator over the KV cache with continuous batching, for our Llama-family model.
 
 The engine owns ``batch_slots`` rows of one KV cache. Waiting prompts are prefilled into free rows
-(several at once, right-padded to a length bucket), then every busy row decodes one token per step. When a
+(several at once, right-padded to a length bucket; the prefix they share, typically the chat template's opening
+and system prompt, is computed once), then every busy row decodes one token per step. When a
 row finishes (EOS, a stop string, or ``max_tokens``), the next waiting prompt takes it at the next step, so
 one long answer does not hold the batch.
 
@@ -146,7 +147,10 @@ class _Slot:
 
 
 class Engine:
-    """Batched prefill + decode of one model over a slotted KV cache (see the module docstring)."""
+    """Batched prefill + decode of one model over a slotted KV cache (see the module docstring).
+
+    The engine runs on its own copy of the model's weights, transposed for ``feature_major.forward``: the model
+    passed in is not used afterwards (``from_pretrained`` keeps no other copy)."""
 
     def __init__(self, model, tokenizer=None, *, batch_slots: int = 16, mesh=None, min_bucket: int = 16,
                  max_context: int | None = None, eos_token_ids: Sequence[int] | None = None):
