@@ -162,9 +162,10 @@ def theirs(model, tokenizer, ids: list[list[int]], new_tokens: int):
     return run
 
 
-def gpu_1b(batch: int = 64, new_tokens: int = 128) -> dict:
-    """A ~1B bf16 Llama at batch 64 on the GPU: tokens/s and the share of copy bandwidth its weight reads use."""
-    config = LlamaConfig.preset("1b", dtype="bfloat16", param_dtype="bfloat16", eos_token_id=None)
+def gpu_1b(batch: int = 64, new_tokens: int = 128, preset: str = "1b", copy_bytes: int = 4 << 30) -> dict:
+    """A ~1B bf16 Llama at batch 64 on the GPU: tokens/s and the share of copy bandwidth its weight reads use
+    (``preset``, ``copy_bytes``: smaller, for a check of this code on the CPU)."""
+    config = LlamaConfig.preset(preset, dtype="bfloat16", param_dtype="bfloat16", eos_token_id=None)
     model = init_model(config)
     engine = Engine(model, batch_slots=batch, eos_token_ids=[])
     rng = np.random.default_rng(0)
@@ -174,8 +175,8 @@ def gpu_1b(batch: int = 64, new_tokens: int = 128) -> dict:
     engine.generate(requests)
     seconds = time.perf_counter() - start
     steps = engine.stats.decode_steps - steps
-    share = param_bytes(model) * steps / seconds / copy_bandwidth(4 << 30)
-    return {"model": "1b (random, bf16)", "batch": batch, "tokens_per_s": batch * new_tokens / seconds,
+    share = param_bytes(model) * steps / seconds / copy_bandwidth(copy_bytes)
+    return {"model": f"{preset} (random, bf16)", "batch": batch, "tokens_per_s": batch * new_tokens / seconds,
             "bandwidth_share": share}
 
 
