@@ -51,10 +51,15 @@ class Weights:
 
     embedding: jax.Array
     """[V, D] token embeddings."""
-    output: jax.Array
-    """[V, D] the LM head's rows: the embedding itself when tied, else ``lm_head`` transposed."""
     norm: jax.Array
     layers: tuple[LayerWeights, ...]
+    lm_head: jax.Array | None = None
+    """[V, D] an untied LM head, transposed; None when the head is the embedding."""
+
+    @property
+    def output(self) -> jax.Array:
+        """[V, D] the LM head's rows (the embedding itself when tied: one array, held once)."""
+        return self.embedding if self.lm_head is None else self.lm_head
 
 
 def from_model(model: Llama) -> Weights:
@@ -95,8 +100,8 @@ def _weights(state, config: LlamaConfig) -> Weights:
                 [bias(attn[name]) for name in ("q_proj", "k_proj", "v_proj")]),
             o_bias=bias(attn["o_proj"])))
     embedding = state["embed_tokens"]["embedding"][...].astype(dtype)
-    output = embedding if config.tie_word_embeddings else matrix(state["lm_head"])
-    return Weights(embedding=embedding, output=output, norm=vector(state["norm"]), layers=tuple(layers))
+    lm_head = None if config.tie_word_embeddings else matrix(state["lm_head"])
+    return Weights(embedding=embedding, norm=vector(state["norm"]), layers=tuple(layers), lm_head=lm_head)
 
 
 def _rms_norm(x_DxT, scale_D, eps: float):

@@ -20,6 +20,7 @@ def test_forward_equals_the_models_cached_forward(variant):
                          num_attention_heads=6, num_key_value_heads=2, **VARIANTS[variant])
     model = init_model(config, seed=3)
     weights = feature_major.from_model(model)
+    assert (weights.lm_head is None) == config.tie_word_embeddings  # a tied head is the embedding, held once
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 96, (3, 7)), jnp.int32)
     lengths = np.array([7, 4, 2])
