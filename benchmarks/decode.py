@@ -13,9 +13,8 @@ is how close decoding runs to its ceiling.
 
 And the floor our kernels set: one decode step's weight matmuls alone (the engine's own weights and products at
 the batch's shape, chained layer by layer as the engine runs them, head included; no attention, norms or
-sampling), timed in
-the same run, with the FLOP rate they reach, and the ceiling it sets: PyTorch's whole step over that floor is the
-most our step could beat it by on this machine, whatever the rest of the step costs.
+sampling), timed in the same run, with the FLOP rate they reach, and the ceiling it sets: PyTorch's whole step
+over that floor is the most our step could beat it by on this machine, whatever the rest of the step costs.
 
 On a GPU (``jax.default_backend() == "gpu"``) the script adds a ~1B Llama (``LlamaConfig.preset("1b")``, random
 weights, bf16) at batch 64 and reports its share of the device's copy bandwidth (target: >= 50%).

@@ -6,8 +6,8 @@
 
 Modules: sampling (greedy / temperature / top-k / top-p / logprobs inside jit), engine (slots, buckets,
 prefill and decode programs, stop conditions), feature_major (the engine's forward pass: the model's, with the
-weights stored [out, in] and the activations [features, tokens], which decodes faster on a CPU). The ``jax`` LLM backend (``backends.jax_backend``) serves
-the instructor, reviewer and responder roles with it.
+weights stored [out, in] and the activations [features, tokens], which decodes faster on a CPU). The ``jax`` LLM
+backend (``backends.jax_backend``) serves the instructor, reviewer and responder roles with it.
 """
 
 from teamsrl_jax.inference.engine import Engine, EngineStats, Request, Result, bucket, prompt_bucket, shared_prefix

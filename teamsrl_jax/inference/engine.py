@@ -230,7 +230,6 @@ class Engine:
         segment_b_P = (jnp.arange(P)[None, :] < (lengths_b - p)[:, None]).astype(jnp.int32)
         hidden, filled = feature_major.forward(weights, config, ids_bxP, segment_b_P, scratch)
         last_bxD = jnp.take_along_axis(hidden, (lengths_b - p - 1)[:, None, None], axis=1)[:, 0]
-        P = p + P
         tokens_b, logits_bxV = _choose(weights, last_bxD, (temperature_b, top_k_b, top_p_b, keys_bx2, index_b),
                                        greedy=greedy, n_logprobs=n_logprobs)
         S = cache.segment_ids.shape[1]
@@ -238,7 +237,7 @@ class Engine:
 
         def put(c, x, axis):  # whole rows: the prompt's slots, then zeros (masked until written)
             pad = [(0, 0)] * 4
-            pad[axis] = (0, S - P)
+            pad[axis] = (0, S - (p + P))  # the scratch rows hold the prefix and the rest
             return c.at[slots_b].set(jnp.pad(x.astype(c.dtype), pad), mode="drop")
 
         cache = KVCache(k=tuple(put(c, x, 3) for c, x in zip(cache.k, filled.k)),

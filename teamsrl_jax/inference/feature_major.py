@@ -81,8 +81,10 @@ def _weights(state, config: LlamaConfig) -> Weights:
         kernel = proj["kernel"][...]
         return kernel.reshape(math.prod(kernel.shape[:n_in]), -1).T.astype(dtype)
 
-    def bias(proj):
-        return proj["bias"][...].reshape(-1).astype(dtype) if "bias" in proj else None
+    def bias(*projs):  # the projections' biases, stacked; None where they have none
+        if "bias" not in projs[0]:
+            return None
+        return jnp.concatenate([proj["bias"][...].reshape(-1) for proj in projs]).astype(dtype)
 
     def vector(norm):
         return norm["scale"][...].astype(dtype)
@@ -96,9 +98,7 @@ def _weights(state, config: LlamaConfig) -> Weights:
             qkv=jnp.concatenate([matrix(attn[name]) for name in ("q_proj", "k_proj", "v_proj")]),
             o=matrix(attn["o_proj"], 2),
             gate_up=jnp.concatenate([matrix(mlp["gate_proj"]), matrix(mlp["up_proj"])]), down=matrix(mlp["down_proj"]),
-            qkv_bias=None if "bias" not in attn["q_proj"] else jnp.concatenate(
-                [bias(attn[name]) for name in ("q_proj", "k_proj", "v_proj")]),
-            o_bias=bias(attn["o_proj"])))
+            qkv_bias=bias(attn["q_proj"], attn["k_proj"], attn["v_proj"]), o_bias=bias(attn["o_proj"])))
     embedding = state["embed_tokens"]["embedding"][...].astype(dtype)
     lm_head = None if config.tie_word_embeddings else matrix(state["lm_head"])
     return Weights(embedding=embedding, norm=vector(state["norm"]), layers=tuple(layers), lm_head=lm_head)
@@ -121,7 +121,6 @@ def forward(weights: Weights, config: LlamaConfig, ids_BxL, segment_ids_BxL, cac
     cache=cache, return_hidden=True)``, computed feature-major."""
     B, L = ids_BxL.shape
     N, K, H = config.num_attention_heads, config.num_key_value_heads, config.head_size
-    dtype = weights.embedding.dtype
     kv_segment_ids_BxS, mask_BxLxS, rope_BxLx1xH = forward_inputs(config, (B, L), None, segment_ids_BxL, cache)
     x_DxT = jnp.take(weights.embedding, ids_BxL.reshape(-1), axis=0).T  # tokens row by row: T = B·L
 
@@ -145,5 +144,4 @@ def forward(weights: Weights, config: LlamaConfig, ids_BxL, segment_ids_BxL, cac
         F = gate_up.shape[0] // 2
         x_DxT = x_DxT + _linear(w.down, jax.nn.silu(gate_up[:F]) * gate_up[F:])
     hidden_BxLxD = _rms_norm(x_DxT, weights.norm, config.rms_norm_eps).reshape(-1, B, L).transpose(1, 2, 0)
-    return hidden_BxLxD.astype(dtype), KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS,
-                                               end=cache.end + L)
+    return hidden_BxLxD, KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=kv_segment_ids_BxS, end=cache.end + L)
