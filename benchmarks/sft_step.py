@@ -9,8 +9,9 @@ On the CPU it then times the step's matrix products alone (every forward and bac
 its own, and the same products in PyTorch), alternating: a lower bound on any step built on XLA's products, and
 so an upper bound on the speedup over the PyTorch step (``speedup_bound``; ``--no-floor`` skips it).
 
-On a GPU (``jax.default_backend() == "gpu"``) the script also measures our step on a ~1B Llama
-(``LlamaConfig.preset("1b")``) at sequence 2048 in bf16 and reports MFU against the device's bf16 peak.
+On an accelerator (a GPU or TPU backend) the script also measures our step on a ~1B Llama
+(``LlamaConfig.preset("1b")``) at sequence 2048 in bf16 with fp32 master weights, sharded FSDP over every local
+device, and reports tokens/s and MFU against the devices' bf16 peak (``teamsrl_jax.sft.metrics.PEAK_FLOPS``).
 
     python benchmarks/sft_step.py              # table
     python benchmarks/sft_step.py --quick --json   # < 60 s; the last line is one JSON object
@@ -65,9 +66,10 @@ def interleaved_times(steps: dict, warmup: int, repeats: int) -> dict[str, list[
     return times
 
 
-def jax_step(config: LlamaConfig, batch: dict):
-    """A blocking call of our jitted train step on one device (compiled on first call)."""
-    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+def jax_step(config: LlamaConfig, batch: dict, mesh=None):
+    """A blocking call of our jitted train step (compiled on first call), on one device unless ``mesh`` is given
+    (the batch is then split over its data x fsdp axes and the weights placed by their logical axes)."""
+    mesh = mesh or make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     _, _, params, opt_state, train_step, _ = compile_steps(init_model(config), make_optimizer(OPTIM, 1000), mesh)
     with jax.set_mesh(mesh):
         device_batch = host_local_batch_to_global(batch, mesh, BATCH_SPEC)
@@ -150,15 +152,22 @@ def matmul_floor(config: LlamaConfig, batch: int, seq: int, repeats: int) -> dic
     return {"matmul_gflop": 2 * macs / 1e9, **{f"{k}_matmul_cpu_s": min(c for _, c in times[k]) for k in times}}
 
 
-def gpu_mfu(warmup: int, steps: int, batch_rows: int = 4, seq: int = 2048) -> dict:
-    """Our step on the ~1B preset in bf16 (fp32 master weights) at ``seq`` tokens: tokens/s and MFU.
-    jax.nn.dot_product_attention lets XLA/cuDNN pick a fused attention kernel."""
-    config = LlamaConfig.preset("1b", dtype="bfloat16", param_dtype="float32", attention_impl="jax")
-    times = interleaved_times({"jax": jax_step(config, make_batch(batch_rows, seq, config.vocab_size))}, warmup, steps)
-    tokens_per_s = batch_rows * seq / statistics.median(w for w, _ in times["jax"])
-    return {"gpu_model": "1b", "gpu_seq_len": seq, "gpu_batch": batch_rows, "gpu_tokens_per_s": tokens_per_s,
-            "gpu_device": jax.devices()[0].device_kind,
-            "gpu_mfu": mfu(config.flops_per_token(seq), tokens_per_s, 1, peak_flops())}
+def accelerator_mfu(warmup: int, steps: int, *, preset: str = "1b", rows_per_device: int = 4, seq: int = 2048,
+                    remat: str = "none", devices=None) -> dict:
+    """Our step on a Llama preset (default ~1B) in bf16 with fp32 master weights at ``seq`` tokens, sharded FSDP
+    over ``devices`` (default: every local device), ``rows_per_device`` rows each: tokens/s and MFU against the
+    devices' bf16 peak (None where the peak is unknown, as on a CPU). ``jax.nn.dot_product_attention`` lets
+    XLA/cuDNN pick a fused attention kernel. Smaller arguments check this code on the CPU."""
+    devices = list(devices or jax.devices())
+    config = LlamaConfig.preset(preset, dtype="bfloat16", param_dtype="float32", attention_impl="jax", remat=remat)
+    mesh = make_mesh(MeshConfig(data=1, fsdp=len(devices)), devices=devices)
+    rows = rows_per_device * len(devices)
+    times = interleaved_times({"jax": jax_step(config, make_batch(rows, seq, config.vocab_size), mesh)}, warmup, steps)
+    tokens_per_s = rows * seq / statistics.median(w for w, _ in times["jax"])
+    return {"accelerator_model": preset, "accelerator_params": config.num_params(), "accelerator_seq_len": seq,
+            "accelerator_batch": rows, "accelerator_devices": len(devices), "accelerator_remat": remat,
+            "accelerator_device": devices[0].device_kind, "accelerator_tokens_per_s": tokens_per_s,
+            "accelerator_mfu": mfu(config.flops_per_token(seq), tokens_per_s, len(devices), peak_flops(devices[0]))}
 
 
 def main(argv=None) -> dict:
@@ -168,6 +177,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--no-floor", action="store_true", help="skip timing the step's matrix products alone")
+    parser.add_argument("--accelerator-rows", type=int, default=4,
+                        help="on a GPU/TPU: rows of 2048 tokens per device in the ~1B step")
+    parser.add_argument("--accelerator-remat", default="none", choices=("none", "dots", "full"),
+                        help="on a GPU/TPU: rematerialisation of the ~1B step (for devices with little memory)")
     args = parser.parse_args(argv)
     warmup, steps = (1, 3) if args.quick else (3, 15)
 
@@ -187,8 +200,8 @@ def main(argv=None) -> dict:
     if jax.default_backend() == "cpu" and not args.no_floor:
         result |= matmul_floor(config, args.batch, args.seq, repeats=3 if args.quick else 5)
         result["speedup_bound"] = result["torch_cpu_s_per_step"] / result["jax_matmul_cpu_s"]
-    if jax.default_backend() == "gpu":
-        result |= gpu_mfu(warmup, steps)
+    if jax.default_backend() != "cpu":
+        result |= accelerator_mfu(warmup, steps, rows_per_device=args.accelerator_rows, remat=args.accelerator_remat)
 
     print(f"SFT step, {config.num_params() / 1e6:.1f}M-param Llama, batch {args.batch} x {args.seq}, fp32, "
           f"torch threads = JAX cores = {threads}")
@@ -202,10 +215,11 @@ def main(argv=None) -> dict:
         print(f"the step's matrix products alone ({result['matmul_gflop']:.1f} GFLOP): XLA "
               f"{result['jax_matmul_cpu_s']:.2f} CPU s, PyTorch {result['torch_matmul_cpu_s']:.2f} CPU s; so no step "
               f"with XLA's products beats the PyTorch step by more than {result['speedup_bound']:.2f}x in CPU time")
-    if "gpu_mfu" in result:
-        mfu_text = "n/a" if result["gpu_mfu"] is None else f"{100 * result['gpu_mfu']:.1f}%"
-        print(f"  GPU {result['gpu_device']}: 1b @ {result['gpu_seq_len']} bf16: "
-              f"{result['gpu_tokens_per_s']:,.0f} tokens/s, MFU {mfu_text}")
+    if "accelerator_mfu" in result:
+        mfu_text = "n/a" if result["accelerator_mfu"] is None else f"{100 * result['accelerator_mfu']:.1f}%"
+        print(f"  {result['accelerator_devices']} x {result['accelerator_device']}: {result['accelerator_model']} @ "
+              f"{result['accelerator_seq_len']} bf16, batch {result['accelerator_batch']}: "
+              f"{result['accelerator_tokens_per_s']:,.0f} tokens/s, MFU {mfu_text}")
     if args.json:
         print(json.dumps(result))
     return result

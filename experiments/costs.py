@@ -98,14 +98,16 @@ def benchmark_mfu(path: Path) -> tuple[dict[str, Any] | None, str]:
     entry = next((b for b in results.get("benchmarks", []) if b.get("name") == "sft_step"), None)
     raw = (entry or {}).get("raw") or {}
     if entry is None or entry.get("status") != "ok":
-        return None, f"{path}: no successful sft_step entry"
-    if raw.get("gpu_mfu") is None:
+        return None, f"{_shown(path)}: no successful sft_step entry"
+    if raw.get("accelerator_mfu") is None:
         backend = raw.get("jax_backend") or results.get("machine", {}).get("backend", "?")
-        return None, f"{path}: sft_step ran on {backend}, where no MFU is measured"
+        return None, f"{_shown(path)}: sft_step ran on {backend}, where no MFU is measured"
     when = results.get("machine", {}).get("date", "date unknown")
-    return {"mfu": raw["gpu_mfu"], "device": raw.get("gpu_device", ""),
-            "source": (f"{path}: benchmarks/sft_step.py on {raw.get('gpu_device', '?')} ({when}; a "
-                       f"{raw.get('gpu_model', '?')} Llama at seq {raw.get('gpu_seq_len', '?')}, one device)")}, ""
+    devices, device = raw.get("accelerator_devices", 1), raw.get("accelerator_device", "")
+    return {"mfu": raw["accelerator_mfu"], "device": device,
+            "source": (f"{_shown(path)}: benchmarks/sft_step.py on {devices} x {device or '?'} ({when}; a "
+                       f"{raw.get('accelerator_model', '?')} Llama at seq {raw.get('accelerator_seq_len', '?')}, "
+                       f"FSDP over {devices} device{'s' if devices != 1 else ''})")}, ""
 
 
 def peak_flops(args: argparse.Namespace, device: str | None) -> tuple[float | None, str]:
@@ -289,7 +291,7 @@ def hours(flops: float, positions: int, throughput: dict[str, Any], devices: int
             "throughput": throughput,
             "missing": ("a throughput measured on the target: --sft-metrics from a short SFT run of this model "
                         "there (paper_smoke.yaml's sft/metrics.jsonl), or benchmarks/run_all.py --only sft_step "
-                        f"on a GPU (an MFU), or --mfu / --tokens-per-s; {throughput['missing']}")}
+                        f"on a GPU or TPU (an MFU), or --mfu / --tokens-per-s; {throughput['missing']}")}
 
 
 def mia_cost(cfg, examples: int, params: int | None) -> dict[str, Any]:

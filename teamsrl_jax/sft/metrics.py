@@ -11,8 +11,8 @@ from teamsrl_jax.fileio import JsonlLog
 
 # Dense bf16 peak FLOP/s per device (no sparsity), matched as lowercase substrings of device_kind.
 PEAK_FLOPS = (
-    ("h100", 989e12), ("h200", 989e12), ("a100", 312e12),
-    ("v5p", 459e12), ("v5 lite", 197e12), ("v5e", 197e12), ("v4", 275e12),
+    ("h100", 989e12), ("h200", 989e12), ("b200", 2250e12), ("a100", 312e12),
+    ("v6 lite", 918e12), ("v6e", 918e12), ("v5p", 459e12), ("v5 lite", 197e12), ("v5e", 197e12), ("v4", 275e12),
 )
 log = logging.getLogger(__name__)
 

@@ -199,7 +199,8 @@ def test_costs_hours_from_a_measured_mfu(small, tmp_path):
     assert math.isclose(est["sft"]["wall_hours"], est["sft"]["device_hours"] / 2)
 
     results = tmp_path / "results.json"  # what benchmarks/run_all.py writes after sft_step on a GPU
-    raw = {"gpu_mfu": 0.25, "gpu_device": "NVIDIA H100 80GB HBM3", "gpu_model": "1b", "gpu_seq_len": 2048}
+    raw = {"accelerator_mfu": 0.25, "accelerator_device": "NVIDIA H100 80GB HBM3", "accelerator_model": "1b",
+           "accelerator_seq_len": 2048, "accelerator_devices": 1}
     results.write_text(json.dumps({"machine": {"date": "d"},
                                    "benchmarks": [{"name": "sft_step", "status": "ok", "raw": raw}]}))
     est = estimate(small, "--params", "1000", "--benchmarks", str(results))

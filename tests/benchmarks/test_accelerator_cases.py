@@ -1,0 +1,41 @@
+"""The benchmarks' accelerator cases (SFT MFU of a ~1B model sharded over every device; decode of a ~1B bf16 model
+at batch 64) run only on a GPU or TPU: their code is checked here on the CPU at a tiny size, so that it works the
+first time an accelerator is at hand."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import jax
+
+from teamsrl_jax.model import LlamaConfig
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_decode_case_runs_and_reports_its_figures():
+    result = load("decode").accelerator_1b(batch=4, new_tokens=3, preset="tiny", copy_bytes=1 << 20)
+    assert result["model"] == "tiny (random, bf16)" and result["batch"] == 4
+    assert result["device"] == jax.devices()[0].device_kind
+    assert result["tokens_per_s"] > 0 and 0 < result["bandwidth_share"] < 100
+
+
+def test_sft_case_shards_over_the_devices_and_reports_mfu(monkeypatch):
+    sft_step = load("sft_step")
+    devices = jax.devices()[:4]
+    result = sft_step.accelerator_mfu(1, 2, preset="tiny", rows_per_device=1, seq=32, devices=devices)
+    assert result["accelerator_devices"] == 4 and result["accelerator_batch"] == 4
+    assert result["accelerator_tokens_per_s"] > 0
+    assert result["accelerator_mfu"] is None  # a CPU has no bf16 peak in the table
+
+    monkeypatch.setattr(sft_step, "peak_flops", lambda device: 1e9)  # as a device in the table would
+    result = sft_step.accelerator_mfu(1, 2, preset="tiny", rows_per_device=1, seq=32, devices=devices, remat="dots")
+    flops = LlamaConfig.preset("tiny").flops_per_token(32) * result["accelerator_tokens_per_s"]
+    assert math.isclose(result["accelerator_mfu"], flops / (4 * 1e9), rel_tol=1e-9)
