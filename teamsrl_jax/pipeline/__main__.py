@@ -1,6 +1,6 @@
 """``python -m teamsrl_jax.pipeline``: the whole method, from seed instructions to an evaluated model.
 
-    python -m teamsrl_jax.pipeline --eval-data ../shared/data/eval            # the default run (~15 min, 2 cores)
+    python -m teamsrl_jax.pipeline --eval-data ../shared/data/eval            # the default run (~8 min, 2 cores)
     python -m teamsrl_jax.pipeline --config experiments/quick.yaml --out runs/quick --eval-data ../shared/data/eval
     python -m teamsrl_jax.pipeline --config experiments/server.yaml --out runs/server   # every role on a server
     python -m teamsrl_jax.pipeline --out runs/pipeline --resume               # after a crash or kill -9

@@ -1,5 +1,6 @@
 """Our evaluator against lm-evaluation-harness's own run (its Hugging Face backend on our converted folder of the
-real SmolLM2, local-file task configs mirroring its ``arc_easy.yaml`` / ``hellaswag.yaml``), on real items from
+real SmolLM2, the task configs ``teamsrl_jax.evaluate.lmeval_tasks`` writes from its ``arc_easy.yaml`` /
+``hellaswag.yaml``), on real items from
 ``../shared/data/eval``: the same prompts, few-shot examples, per-choice log-likelihoods (float32 on both sides:
 within 2e-3), greedy flags, ``acc`` and ``acc_norm`` per item and the aggregated results with their standard
 errors, 0-shot and few-shot, ARC and HellaSwag."""
@@ -13,7 +14,8 @@ import pytest
 
 from teamsrl_jax.evaluate.harness import evaluate_task, results_json
 from teamsrl_jax.evaluate.scorer import Scorer, Tokenization
-from teamsrl_jax.evaluate.tasks import arc_doc, load_task
+from teamsrl_jax.evaluate.lmeval_tasks import arc_task, hellaswag_task
+from teamsrl_jax.evaluate.tasks import load_task
 
 # (our task, lm-eval task name, num_fewshot, limit)
 LIMIT = 4
@@ -22,57 +24,6 @@ LIMIT = 4
 CASES = [("arc_easy", "arc_easy_local", 0, LIMIT), ("arc_challenge", "arc_challenge_local", 3, LIMIT),
          ("hellaswag", "hellaswag_2shot_local", 2, LIMIT)]
 HELLASWAG_TRAIN = range(200, 300)  # validation items standing in for the (absent) train split
-
-ARC_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    train: {train}
-    test: {test}
-output_type: multiple_choice
-training_split: train
-test_split: test
-num_fewshot: {shots}
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
-
-HELLASWAG_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    train: {train}
-    validation: {val}
-output_type: multiple_choice
-training_split: train
-validation_split: validation
-test_split: null
-num_fewshot: {shots}
-process_docs: !function utils.process_docs
-doc_to_text: "{{{{query}}}}"
-doc_to_target: "{{{{label}}}}"
-doc_to_choice: "choices"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
-
 
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -85,28 +36,19 @@ def data(shared_data, tmp_path_factory):
     (ours / "arc").mkdir()
     (ours / "hellaswag").mkdir()
     for stem, name, shots in (("ARC-Easy", "arc_easy_local", 0), ("ARC-Challenge", "arc_challenge_local", 3)):
+        docs = {}
         for split in ("Train", "Test"):
             src = shared_data / "eval" / "arc" / f"{stem}-{split}.jsonl"
             (ours / "arc" / src.name).symlink_to(src)
             lines = [line for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
-            _jsonl(theirs / f"{name}_{split.lower()}.jsonl",
-                   [arc_doc(json.loads(line), f"{src}:{i}") for i, line in enumerate(lines, 1)])
-        (theirs / f"{name}.yaml").write_text(ARC_YAML.format(
-            name=name, shots=shots, train=theirs / f"{name}_train.jsonl", test=theirs / f"{name}_test.jsonl"))
+            docs[split] = [json.loads(line) for line in lines]
+        arc_task(theirs, name, docs["Test"], docs["Train"], num_fewshot=shots)
     val = [json.loads(line) for line in (shared_data / "eval" / "hellaswag" / "hellaswag_val.jsonl")
            .read_text(encoding="utf-8").splitlines()[:300]]
     _jsonl(ours / "hellaswag" / "hellaswag_val.jsonl", val[:10])
     _jsonl(ours / "hellaswag" / "hellaswag_train.jsonl", [val[i] for i in HELLASWAG_TRAIN])
-
-    def lmeval_schema(row):  # lm-eval's process_docs reads ctx_a / ctx_b; the shared file has ctx
-        return {**row, "ctx_a": row["ctx"], "ctx_b": "", "label": str(row["label"])}
-
-    _jsonl(theirs / "hs_val.jsonl", [lmeval_schema(r) for r in val[:10]])
-    _jsonl(theirs / "hs_train.jsonl", [lmeval_schema(val[i]) for i in HELLASWAG_TRAIN])
-    (theirs / "utils.py").write_text("from lm_eval.tasks.hellaswag.utils import process_docs  # noqa: F401\n")
     for name, shots in (("hellaswag_local", 0), ("hellaswag_2shot_local", 2)):
-        (theirs / f"{name}.yaml").write_text(HELLASWAG_YAML.format(
-            name=name, shots=shots, train=theirs / "hs_train.jsonl", val=theirs / "hs_val.jsonl"))
+        hellaswag_task(theirs, name, val[:10], [val[i] for i in HELLASWAG_TRAIN], num_fewshot=shots)
     return ours, theirs
 
 

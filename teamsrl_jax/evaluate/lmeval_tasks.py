@@ -1,0 +1,157 @@
+"""lm-evaluation-harness task configs for the items we evaluate, read from the same local files: lm-eval (its
+``--include_path``) then scores, offline, exactly the items ``python -m teamsrl_jax.evaluate`` scores, a cross-check
+of any figure we report.
+
+    python -m teamsrl_jax.evaluate.lmeval_tasks --data-dir ../shared/data/eval --out runs/lmeval_tasks
+    lm_eval --model hf --model_args pretrained=runs/pipeline/sft/final,dtype=float32 \\
+        --include_path runs/lmeval_tasks --tasks arc_easy_local,hellaswag_local --num_fewshot 0
+
+Each task is lm-eval 0.4's own definition (``tasks/arc/arc_easy.yaml``, ``tasks/hellaswag/hellaswag.yaml``, version
+1.0: prompt, choices, gold, metrics, splits) with its dataset read from JSON Lines written beside it: ARC records in
+the Hugging Face layout (AI2's layout is converted), HellaSwag records with ``ctx_a``/``ctx_b`` (a file with ``ctx``
+only gets ``ctx_a = ctx``, ``ctx_b = ""``, which gives the same query) and a text label, processed by lm-eval's own
+``process_docs``. Few-shot examples come from the train file where there is one; without it HellaSwag draws them
+from the validation split (as :func:`teamsrl_jax.evaluate.tasks.load_task` does), and ARC has none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from teamsrl_jax.cli import main_guard
+from teamsrl_jax.evaluate.tasks import TASKS, _ARC_NAMES, _find, _rows, arc_doc, hellaswag_doc
+from teamsrl_jax.fileio import atomic_write_text
+
+_METRICS = """metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _header(name: str, files: dict[str, Path], num_fewshot: int | None) -> str:
+    """``task`` .. ``dataset_kwargs``: JSON Lines files per split (paths quoted as YAML double-quoted scalars)."""
+    lines = [f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:"]
+    lines += [f"    {split}: {json.dumps(str(path.resolve()))}" for split, path in files.items()]
+    lines.append("output_type: multiple_choice")
+    if num_fewshot is not None:
+        lines.append(f"num_fewshot: {num_fewshot}")
+    return "\n".join(lines) + "\n"
+
+
+def arc_task(folder: str | Path, name: str, test_docs: Sequence[dict], train_docs: Sequence[dict] | None = None,
+             num_fewshot: int | None = None) -> Path:
+    """Writes ``NAME.yaml`` and its data into ``folder``: ARC items (:func:`arc_doc` documents, or records in
+    either original layout) as lm-eval's ``arc_easy.yaml`` defines the task. Returns the YAML's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"test": folder / f"{name}_test.jsonl"}
+    _write_jsonl(files["test"], (arc_doc(d, f"{name} test item {i}") for i, d in enumerate(test_docs)))
+    if train_docs is not None:
+        files["train"] = folder / f"{name}_train.jsonl"
+        _write_jsonl(files["train"], (arc_doc(d, f"{name} train item {i}") for i, d in enumerate(train_docs)))
+    splits = ("training_split: train\n" if train_docs is not None else "") + "test_split: test\n"
+    body = ('doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+            'doc_to_target: "{{choices.label.index(answerKey)}}"\n'
+            'doc_to_choice: "{{choices.text}}"\n')
+    path = folder / f"{name}.yaml"
+    atomic_write_text(path, _header(name, files, num_fewshot) + splits + body + _METRICS)
+    return path
+
+
+def hellaswag_row(row: dict, where: str) -> dict:
+    """A HellaSwag record as lm-eval's ``process_docs`` reads it (``ctx_a``, ``ctx_b``, a text ``label``);
+    checked as :func:`hellaswag_doc` checks it."""
+    hellaswag_doc(row, where)
+    if "ctx_a" not in row:
+        row = {**row, "ctx_a": row["ctx"], "ctx_b": ""}
+    return {**row, "label": str(row["label"])}
+
+
+def hellaswag_task(folder: str | Path, name: str, val_rows: Sequence[dict], train_rows: Sequence[dict] | None = None,
+                   num_fewshot: int | None = None) -> Path:
+    """Writes ``NAME.yaml``, its data and ``utils.py`` (lm-eval's ``process_docs``) into ``folder``: HellaSwag
+    records as lm-eval's ``hellaswag.yaml`` defines the task. Returns the YAML's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"validation": folder / f"{name}_validation.jsonl"}
+    _write_jsonl(files["validation"], (hellaswag_row(r, f"{name} validation item {i}") for i, r in enumerate(val_rows)))
+    if train_rows is not None:
+        files["train"] = folder / f"{name}_train.jsonl"
+        _write_jsonl(files["train"], (hellaswag_row(r, f"{name} train item {i}") for i, r in enumerate(train_rows)))
+    atomic_write_text(folder / "utils.py", "from lm_eval.tasks.hellaswag.utils import process_docs  # noqa: F401\n")
+    splits = ("training_split: train\n" if train_rows is not None else "") + \
+        "validation_split: validation\ntest_split: null\n"
+    body = ("process_docs: !function utils.process_docs\n"
+            'doc_to_text: "{{query}}"\n'
+            'doc_to_target: "{{label}}"\n'
+            'doc_to_choice: "choices"\n')
+    path = folder / f"{name}.yaml"
+    atomic_write_text(path, _header(name, files, num_fewshot) + splits + body + _METRICS)
+    return path
+
+
+def export(folder: str | Path, data_dir: str | Path, tasks: Sequence[str] = TASKS, *, num_fewshot: int | None = None,
+           suffix: str = "_local") -> list[str]:
+    """lm-eval tasks ``<task><suffix>`` for ``tasks`` from ``data_dir`` (the layouts ``load_task`` reads) in
+    ``folder``; returns their names."""
+    data_dir = Path(data_dir)
+    names = []
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        name = task + suffix
+        if task in _ARC_NAMES:
+            stem = _ARC_NAMES[task]
+            test, train = (_find(data_dir, "arc", (f"{stem}-{split}.jsonl",)) for split in ("Test", "Train"))
+            if test is None:
+                raise ValueError(f"{data_dir}: no {stem}-Test.jsonl (in arc/ or the folder itself)")
+            arc_task(folder, name, [arc_doc(r, w) for w, r in _rows(test)],
+                     [arc_doc(r, w) for w, r in _rows(train)] if train else None, num_fewshot)
+        else:
+            val = _find(data_dir, "hellaswag", ("hellaswag_val.jsonl", "hellaswag_validation.jsonl"))
+            if val is None:
+                raise ValueError(f"{data_dir}: no hellaswag_val.jsonl (in hellaswag/ or the folder itself)")
+            train = _find(data_dir, "hellaswag", ("hellaswag_train.jsonl",))
+            hellaswag_task(folder, name, [hellaswag_row(r, w) for w, r in _rows(val)],
+                           [hellaswag_row(r, w) for w, r in _rows(train)] if train else None, num_fewshot)
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m teamsrl_jax.evaluate.lmeval_tasks", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="the folder python -m teamsrl_jax.evaluate --data-dir reads")
+    p.add_argument("--out", required=True, help="folder for the task configs and their data (lm-eval --include_path)")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from: {', '.join(TASKS)}")
+    p.add_argument("--num-fewshot", type=int, default=None,
+                   help="written into each config (default: none; lm-eval's --num_fewshot then decides)")
+    p.add_argument("--suffix", default="_local", help="appended to each task's name")
+    args = p.parse_args(argv)
+
+    def run():
+        if args.num_fewshot is not None and args.num_fewshot < 0:
+            raise ValueError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+        names = export(args.out, args.data_dir, [t.strip() for t in args.tasks.split(",") if t.strip()],
+                       num_fewshot=args.num_fewshot, suffix=args.suffix)
+        print(f"{', '.join(names)} -> {args.out} (lm_eval --include_path {args.out} --tasks {','.join(names)})")
+
+    return main_guard(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
