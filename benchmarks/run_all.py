@@ -4,8 +4,13 @@ Each ``benchmarks/*.py`` (but this one) runs as ``python benchmarks/X.py --json 
 (never two at once: side-by-side timings on a shared machine would mean nothing), under a timeout. Its last stdout
 line is one JSON object; the ``REGISTRY`` below says which of its keys are our figure, the peer's, their ratio and
 the target. A benchmark that exits non-zero, runs past the timeout or prints no JSON object is marked FAILED with a
-one-line reason, and the rest still run. Figures marked ``optional`` (accelerator-only or full-size-only) are shown
-only when the benchmark reports them.
+one-line reason, and the rest still run. Figures marked ``optional`` (full-size-only) are shown only when the
+benchmark reports them.
+
+The side-by-side comparisons run on the CPU on every machine, JAX pinned there (``JAX_PLATFORMS=cpu``) as the peers
+are: a ratio compares like with like. On a machine whose JAX finds a GPU or TPU, a benchmark with ``accelerator``
+figures (SFT MFU, decode bandwidth share) runs a second time as ``X.py --json --accelerator [--quick]`` on the
+device, and its figures join the first run's; a failure of that run is a row of its own.
 
 Writes ``--out-json`` (machine, and per benchmark in run order: name, status, seconds, figures, the raw JSON object) and
 ``--out-md`` (the table), each atomically, and prints the table. ``--update-readme`` also rewrites the README's
@@ -61,7 +66,9 @@ class Figure:
     unit: str = ""
     """How values print: "" a number, "%" a fraction as a percentage, "x" a ratio, "ms" milliseconds."""
     optional: bool = False
-    """Shown only when reported (accelerator-only or full-size-only figures)."""
+    """Shown only when reported (full-size-only figures)."""
+    accelerator: bool = False
+    """Measured by the script's ``--accelerator`` run, on a GPU or TPU only (so shown only there)."""
 
 
 TRPO_PEER, TORCH_PEER = "sb3-contrib `TRPO.train()`", "`transformers` + `torch.optim.AdamW`"
@@ -82,8 +89,8 @@ REGISTRY: dict[str, list[Figure]] = {
     "sft_step": [
         Figure("SFT step tokens/s, 4-layer Llama", "jax_tokens_per_s", TORCH_PEER, "torch_tokens_per_s", "speedup"),
         Figure("speedup bound set by the matrix products", "speedup_bound", unit="x", optional=True),
-        Figure("SFT tokens/s, 1B bf16, seq 2048 (GPU/TPU)", "accelerator_tokens_per_s", optional=True),
-        Figure("SFT MFU, 1B bf16, seq 2048 (GPU/TPU)", "accelerator_mfu", unit="%", optional=True),
+        Figure("SFT tokens/s, 1B bf16, seq 2048 (GPU/TPU)", "accelerator_tokens_per_s", accelerator=True),
+        Figure("SFT MFU, 1B bf16, seq 2048 (GPU/TPU)", "accelerator_mfu", unit="%", accelerator=True),
     ],
     "dedup": [
         Figure("ROUGE-L filter instructions/s", "ours_per_s", "Self-Instruct's `rouge_score` (process pool)",
@@ -105,9 +112,9 @@ REGISTRY: dict[str, list[Figure]] = {
         Figure("our decode step, ms per token", "jax_step_ms", unit="ms"),
         Figure("its weight matmuls alone (the floor), ms per token", "matmul_floor_ms", unit="ms"),
         Figure("speedup ceiling (torch step / our matmul floor)", "speedup_ceiling", unit="x"),
-        Figure("decode tokens/s, 1B bf16 batch 64 (GPU/TPU)", "accelerator_1b.tokens_per_s", optional=True),
+        Figure("decode tokens/s, 1B bf16 batch 64 (GPU/TPU)", "accelerator_1b.tokens_per_s", accelerator=True),
         Figure("weight reads / copy bandwidth, 1B (GPU/TPU)", "accelerator_1b.bandwidth_share", unit="%",
-               target=">= 50%", optional=True),
+               target=">= 50%", accelerator=True),
     ],
 }
 
@@ -154,7 +161,7 @@ def figures(raw: dict, registered: list[Figure]) -> list[dict]:
     rows = []
     for f in registered:
         ours, theirs = pull(raw, f.ours), pull(raw, f.theirs) if f.theirs else None
-        if f.optional and ours is None:
+        if (f.optional or f.accelerator) and ours is None:
             continue
         ratio = pull(raw, f.ratio) if f.ratio else None
         if ratio is None and not f.ratio and _number(ours) and _number(theirs) and theirs:
@@ -190,13 +197,16 @@ def last_json(stdout: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def run_one(script: Path, quick: bool, timeout: float) -> dict:
-    """Run one benchmark in a session of its own; {status, seconds, reason, raw, stderr_tail}."""
-    cmd = [sys.executable, str(script), "--json", *(["--quick"] if quick else [])]
+def run_one(script: Path, quick: bool, timeout: float, *, accelerator: bool = False) -> dict:
+    """Run one benchmark in a session of its own, JAX on the CPU (``accelerator``: its ``--accelerator`` run, JAX
+    on its default backend); {status, seconds, reason, raw, stderr_tail}."""
+    cmd = [sys.executable, str(script), "--json", *(["--quick"] if quick else []),
+           *(["--accelerator"] if accelerator else [])]
+    env = dict(os.environ) if accelerator else {**os.environ, "JAX_PLATFORMS": "cpu"}
     load_before, start = os.getloadavg()[0], time.perf_counter()
     # Its own session, so that a timeout kills its workers too (dedup's process pool) and frees the pipes.
     proc = subprocess.Popen(cmd, cwd=script.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
+                            text=True, errors="replace", start_new_session=True, env=env)
     try:
         out, err = proc.communicate(timeout=timeout)
         reason = ""
@@ -277,10 +287,12 @@ def fmt_ratio(ratio) -> str:
 def markdown(results: dict) -> str:
     """The machine line, one table row per figure (one per failed benchmark), and the wall time of each."""
     m = results["machine"]
+    accelerator = m["backend"] not in ("cpu", "unknown")
     lines = [f"{results['mode'].capitalize()} run{' (a subset)' if results['partial'] else ''}, {m['date']}"
              f"{', commit ' + m['commit'] if m.get('commit') else ''}: {m['cpu']}, {m['cores']} cores, "
-             f"JAX {m['jax']} on {m['backend']}"
-             f"{' (' + m['device'] + ')' if m['backend'] not in ('cpu', 'unknown') else ''}, Python {m['python']}.", "",
+             f"JAX {m['jax']} on {m['backend']}{' (' + m['device'] + ')' if accelerator else ''}, "
+             f"Python {m['python']}." + (" Side-by-side comparisons ran on the CPU, the GPU/TPU rows on the device."
+                                         if accelerator else ""), "",
              "| benchmark | figure | peer | ours | peer's | ratio | target | met |",
              "|---|---|---|---:|---:|---:|---|---|"]
     for b in results["benchmarks"]:
@@ -295,6 +307,9 @@ def markdown(results: dict) -> str:
             ours = "missing" if f["ours"] is None else fmt(f["ours"], f["unit"])
             lines.append(f"| {name} | {f['figure']} | {f['peer'] or '-'} | {ours} | {fmt(f['theirs'], f['unit'])} | "
                          f"{fmt_ratio(f['ratio'])} | {f['target'] or '-'} | {met} |")
+        run = b.get("accelerator_run")
+        if run and run["status"] != "ok":
+            lines.append(f"| {name} | FAILED (GPU/TPU case): {_cell(run['reason'])} | - | - | - | - | - | **FAILED** |")
     times = ", ".join(f"{b['name']} {b['seconds']:.0f} s{_load(b)}{'' if b['status'] == 'ok' else ' (failed)'}"
                       for b in results["benchmarks"])
     load = any(b.get("load_avg_1min") for b in results["benchmarks"])
@@ -324,6 +339,8 @@ def update_readme(readme: Path, block: str) -> None:
 def summary(results: dict) -> tuple[list[str], list[str]]:
     """(failed benchmarks, "benchmark: figure" that missed their target)."""
     failed = [b["name"] for b in results["benchmarks"] if b["status"] != "ok"]
+    failed += [f"{b['name']} (GPU/TPU case)" for b in results["benchmarks"]
+               if b.get("accelerator_run") and b["accelerator_run"]["status"] != "ok"]
     missed = [f"{b['name']}: {f['figure']}" for b in results["benchmarks"] for f in b["figures"] if f["met"] is False]
     return failed, missed
 
@@ -364,10 +381,19 @@ def run_suite(args: argparse.Namespace, registry: dict) -> dict:
     timeout = args.timeout or (300 if args.quick else 1800)
     results = {"mode": "quick" if args.quick else "full", "partial": bool(args.only or args.skip),
                "timeout_s": timeout, "machine": machine(), "benchmarks": []}
+    on_device = results["machine"]["backend"] not in ("cpu", "unknown")
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", end=" ", flush=True)
         b = run_one(args.bench_dir / f"{name}.py", args.quick, timeout)
         print(f"{b['status']}, {b['seconds']:.1f} s" + (f": {b['reason']}" if b["reason"] else ""), flush=True)
+        if on_device and any(f.accelerator for f in registry.get(name, [])):
+            print(f"[{i}/{len(names)}] {name} --accelerator ...", end=" ", flush=True)
+            run = run_one(args.bench_dir / f"{name}.py", args.quick, timeout, accelerator=True)
+            print(f"{run['status']}, {run['seconds']:.1f} s" + (f": {run['reason']}" if run["reason"] else ""),
+                  flush=True)
+            if run["status"] == "ok" and b["status"] == "ok":
+                b["raw"] = {**b["raw"], **run.pop("raw")}
+            b["accelerator_run"] = run
         results["benchmarks"].append({"name": name, **b})
     return results
 

@@ -9,12 +9,15 @@ On the CPU it then times the step's matrix products alone (every forward and bac
 its own, and the same products in PyTorch), alternating: a lower bound on any step built on XLA's products, and
 so an upper bound on the speedup over the PyTorch step (``speedup_bound``; ``--no-floor`` skips it).
 
-On an accelerator (a GPU or TPU backend) the script also measures our step on a ~1B Llama
+With ``--accelerator`` (a GPU or TPU backend) it measures instead our step on a ~1B Llama
 (``LlamaConfig.preset("1b")``) at sequence 2048 in bf16 with fp32 master weights, sharded FSDP over every local
 device, and reports tokens/s and MFU against the devices' bf16 peak (``teamsrl_jax.sft.metrics.PEAK_FLOPS``).
+The comparison is meant for the CPU, where the peer runs: on a machine with an accelerator run it with
+``JAX_PLATFORMS=cpu``, as ``run_all.py`` does.
 
     python benchmarks/sft_step.py              # table
     python benchmarks/sft_step.py --quick --json   # < 60 s; the last line is one JSON object
+    python benchmarks/sft_step.py --accelerator    # on a GPU/TPU: the ~1B step's tokens/s and MFU
 """
 
 from __future__ import annotations
@@ -170,6 +173,20 @@ def accelerator_mfu(warmup: int, steps: int, *, preset: str = "1b", rows_per_dev
             "accelerator_mfu": mfu(config.flops_per_token(seq), tokens_per_s, len(devices), peak_flops(devices[0]))}
 
 
+def accelerator_main(args: argparse.Namespace, warmup: int, steps: int) -> dict:
+    if jax.default_backend() == "cpu":
+        raise SystemExit("error: --accelerator needs a GPU or TPU backend; JAX found only the CPU")
+    result = accelerator_mfu(warmup, steps, rows_per_device=args.accelerator_rows, remat=args.accelerator_remat)
+    mfu_text = "n/a" if result["accelerator_mfu"] is None else f"{100 * result['accelerator_mfu']:.1f}%"
+    print(f"SFT step on {result['accelerator_devices']} x {result['accelerator_device']}: "
+          f"{result['accelerator_model']} ({result['accelerator_params'] / 1e9:.2f}B) @ {result['accelerator_seq_len']} "
+          f"bf16, batch {result['accelerator_batch']}: {result['accelerator_tokens_per_s']:,.0f} tokens/s, "
+          f"MFU {mfu_text}")
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (< 60 s)")
@@ -177,12 +194,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--no-floor", action="store_true", help="skip timing the step's matrix products alone")
+    parser.add_argument("--accelerator", action="store_true",
+                        help="only the GPU/TPU case: the ~1B step sharded over every device, tokens/s and MFU")
     parser.add_argument("--accelerator-rows", type=int, default=4,
                         help="on a GPU/TPU: rows of 2048 tokens per device in the ~1B step")
     parser.add_argument("--accelerator-remat", default="none", choices=("none", "dots", "full"),
                         help="on a GPU/TPU: rematerialisation of the ~1B step (for devices with little memory)")
     args = parser.parse_args(argv)
     warmup, steps = (1, 3) if args.quick else (3, 15)
+    if args.accelerator:
+        return accelerator_main(args, warmup, steps)
 
     config = LlamaConfig(**CPU_MODEL)
     batch = make_batch(args.batch, args.seq, config.vocab_size)
@@ -200,8 +221,6 @@ def main(argv=None) -> dict:
     if jax.default_backend() == "cpu" and not args.no_floor:
         result |= matmul_floor(config, args.batch, args.seq, repeats=3 if args.quick else 5)
         result["speedup_bound"] = result["torch_cpu_s_per_step"] / result["jax_matmul_cpu_s"]
-    if jax.default_backend() != "cpu":
-        result |= accelerator_mfu(warmup, steps, rows_per_device=args.accelerator_rows, remat=args.accelerator_remat)
 
     print(f"SFT step, {config.num_params() / 1e6:.1f}M-param Llama, batch {args.batch} x {args.seq}, fp32, "
           f"torch threads = JAX cores = {threads}")
@@ -215,11 +234,6 @@ def main(argv=None) -> dict:
         print(f"the step's matrix products alone ({result['matmul_gflop']:.1f} GFLOP): XLA "
               f"{result['jax_matmul_cpu_s']:.2f} CPU s, PyTorch {result['torch_matmul_cpu_s']:.2f} CPU s; so no step "
               f"with XLA's products beats the PyTorch step by more than {result['speedup_bound']:.2f}x in CPU time")
-    if "accelerator_mfu" in result:
-        mfu_text = "n/a" if result["accelerator_mfu"] is None else f"{100 * result['accelerator_mfu']:.1f}%"
-        print(f"  {result['accelerator_devices']} x {result['accelerator_device']}: {result['accelerator_model']} @ "
-              f"{result['accelerator_seq_len']} bf16, batch {result['accelerator_batch']}: "
-              f"{result['accelerator_tokens_per_s']:,.0f} tokens/s, MFU {mfu_text}")
     if args.json:
         print(json.dumps(result))
     return result

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import jax
+import pytest
 
 from teamsrl_jax.model import LlamaConfig
 
@@ -39,3 +40,9 @@ def test_sft_case_shards_over_the_devices_and_reports_mfu(monkeypatch):
     result = sft_step.accelerator_mfu(1, 2, preset="tiny", rows_per_device=1, seq=32, devices=devices, remat="dots")
     flops = LlamaConfig.preset("tiny").flops_per_token(32) * result["accelerator_tokens_per_s"]
     assert math.isclose(result["accelerator_mfu"], flops / (4 * 1e9), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["decode", "sft_step"])
+def test_accelerator_flag_on_a_cpu_says_what_is_missing(name):
+    with pytest.raises(SystemExit, match="--accelerator needs a GPU or TPU backend; JAX found only the CPU"):
+        load(name).main(["--accelerator", "--json"])

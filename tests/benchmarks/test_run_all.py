@@ -122,6 +122,52 @@ def test_from_results_rerenders_without_running(suite, no_probe):
     assert "| good | renamed | - | 30.0 | - | - | - | n/a |" in md and "items/s" not in md
 
 
+DEVICE_FAKE = """import json, os, sys
+where = os.environ.get("JAX_PLATFORMS", "default")
+if "--accelerator" in sys.argv:
+    if "fails" in sys.argv[0]:
+        sys.exit("error: out of device memory")
+    print(json.dumps({"device": {"tokens_per_s": 500.0, "jax_platforms": where}}))
+else:
+    print(json.dumps({"ours": 2.0, "theirs": 1.0, "jax_platforms": where}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_accelerator_cases_run_on_the_device_and_comparisons_on_the_cpu(tmp_path, monkeypatch, backend):
+    monkeypatch.setattr(run_all, "machine", lambda: {"cpu": "test", "cores": 2, "python": "3", "date": "today",
+                                                     "commit": "", "jax": "0", "backend": backend,
+                                                     "device": "Fake GPU" if backend == "gpu" else "cpu"})
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    for name in ("device_ok", "device_fails"):
+        (bench / f"{name}.py").write_text(DEVICE_FAKE)
+    figures = [{"name": "per s", "ours": "ours", "peer": "p", "theirs": "theirs"},
+               {"name": "where the comparison ran", "ours": "jax_platforms"},
+               {"name": "device tokens/s", "ours": "device.tokens_per_s", "accelerator": True},
+               {"name": "where the device case ran", "ours": "device.jax_platforms", "accelerator": True}]
+    (tmp_path / "registry.json").write_text(json.dumps({"device_ok": figures, "device_fails": figures}))
+    assert run_all.main(["--bench-dir", str(bench), "--registry", str(tmp_path / "registry.json"),
+                         "--out-json", str(tmp_path / "r.json"), "--out-md", str(tmp_path / "r.md"),
+                         "--timeout", "30", "--strict"]) == (1 if backend == "gpu" else 0)
+    results = json.loads((tmp_path / "r.json").read_text())
+    b = {x["name"]: x for x in results["benchmarks"]}
+    md = (tmp_path / "r.md").read_text()
+    assert b["device_ok"]["raw"]["jax_platforms"] == "cpu"  # the side-by-side run is pinned to the CPU
+    assert "| device_ok | where the comparison ran | - | cpu |" in md
+    if backend == "cpu":
+        assert "accelerator_run" not in b["device_ok"] and "device tokens/s" not in md and results["failed"] == []
+        return
+    assert b["device_ok"]["raw"]["device"] == {"tokens_per_s": 500.0, "jax_platforms": "default"}
+    assert "| device_ok | device tokens/s | - | 500 |" in md and "| device_ok | where the device case ran | - | default |" in md
+    assert b["device_fails"]["status"] == "ok" and b["device_fails"]["accelerator_run"]["status"] == "failed"
+    assert "| device_fails | FAILED (GPU/TPU case): exit 1: error: out of device memory |" in md
+    assert "device tokens/s" not in md.split("| device_fails |", 1)[1]
+    assert results["failed"] == ["device_fails (GPU/TPU case)"]
+    assert "on gpu (Fake GPU)" in md and "Side-by-side comparisons ran on the CPU" in md
+
+
 def test_targets_and_formats():
     assert run_all.parse_target(">= 50%") == (">=", 0.5) and run_all.parse_target("== true") == ("==", True)
     assert run_all.meets(0.49, ">= 50%") is False and run_all.meets(None, ">= 2x") is False
