@@ -12,6 +12,8 @@ so an upper bound on the speedup over the PyTorch step (``speedup_bound``; ``--n
 With ``--accelerator`` (a GPU or TPU backend) it measures instead our step on a ~1B Llama
 (``LlamaConfig.preset("1b")``) at sequence 2048 in bf16 with fp32 master weights, sharded FSDP over every local
 device, and reports tokens/s and MFU against the devices' bf16 peak (``teamsrl_jax.sft.metrics.PEAK_FLOPS``).
+Where that step does not fit in device memory (4 rows per device, no rematerialisation, by default) it retries
+with more rematerialisation, then fewer rows, and reports what it ran and what did not fit.
 The comparison is meant for the CPU, where the peer runs: on a machine with an accelerator run it with
 ``JAX_PLATFORMS=cpu``, as ``run_all.py`` does.
 
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import math
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -173,10 +177,40 @@ def accelerator_mfu(warmup: int, steps: int, *, preset: str = "1b", rows_per_dev
             "accelerator_mfu": mfu(config.flops_per_token(seq), tokens_per_s, len(devices), peak_flops(devices[0]))}
 
 
-def accelerator_main(args: argparse.Namespace, warmup: int, steps: int) -> dict:
+def out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def fitting(rows: int, remat: str) -> list[tuple[int, str]]:
+    """The (rows per device, remat) to try in turn: as asked, then more rematerialisation, then fewer rows."""
+    order = ("none", "dots", "full")
+    tries = [(rows, r) for r in order[order.index(remat):]]
+    while rows > 1:
+        rows //= 2
+        tries.append((rows, "full"))
+    return tries
+
+
+def accelerator_main(args: argparse.Namespace, warmup: int, steps: int, measure=accelerator_mfu) -> dict:
+    """The ~1B case at the first (rows, remat) of :func:`fitting` whose step fits in device memory; the ones that
+    did not are listed in ``accelerator_out_of_memory``."""
     if jax.default_backend() == "cpu":
         raise SystemExit("error: --accelerator needs a GPU or TPU backend; JAX found only the CPU")
-    result = accelerator_mfu(warmup, steps, rows_per_device=args.accelerator_rows, remat=args.accelerator_remat)
+    too_big = []
+    for rows, remat in fitting(args.accelerator_rows, args.accelerator_remat):
+        try:
+            result = measure(warmup, steps, rows_per_device=rows, remat=remat)
+            break
+        except Exception as e:  # noqa: BLE001 - only out-of-memory errors are retried
+            if not out_of_memory(e):
+                raise
+            too_big.append(f"{rows} rows/device, remat {remat}")
+            print(f"out of device memory at {too_big[-1]}; trying a smaller step", file=sys.stderr)
+            gc.collect()
+    else:
+        raise SystemExit(f"error: the ~1B step does not fit in device memory even at {too_big[-1]}")
+    result["accelerator_out_of_memory"] = too_big
     mfu_text = "n/a" if result["accelerator_mfu"] is None else f"{100 * result['accelerator_mfu']:.1f}%"
     print(f"SFT step on {result['accelerator_devices']} x {result['accelerator_device']}: "
           f"{result['accelerator_model']} ({result['accelerator_params'] / 1e9:.2f}B) @ {result['accelerator_seq_len']} "

@@ -2,7 +2,9 @@
 at batch 64) run only on a GPU or TPU: their code is checked here on the CPU at a tiny size, so that it works the
 first time an accelerator is at hand."""
 
+import argparse
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -46,3 +48,35 @@ def test_sft_case_shards_over_the_devices_and_reports_mfu(monkeypatch):
 def test_accelerator_flag_on_a_cpu_says_what_is_missing(name):
     with pytest.raises(SystemExit, match="--accelerator needs a GPU or TPU backend; JAX found only the CPU"):
         load(name).main(["--accelerator", "--json"])
+
+
+def test_sft_case_falls_back_to_a_step_that_fits(monkeypatch, capsys):
+    sft_step = load("sft_step")
+    assert sft_step.fitting(4, "none") == [(4, "none"), (4, "dots"), (4, "full"), (2, "full"), (1, "full")]
+    assert sft_step.fitting(1, "full") == [(1, "full")]
+    calls = []
+
+    def measure(warmup, steps, rows_per_device, remat):  # out of memory twice, then the real (tiny) step
+        calls.append((rows_per_device, remat))
+        if len(calls) < 3:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 12.00GiB")
+        return sft_step.accelerator_mfu(warmup, steps, preset="tiny", rows_per_device=rows_per_device, seq=32,
+                                        remat=remat, devices=jax.devices()[:2])
+
+    monkeypatch.setattr(sft_step.jax, "default_backend", lambda: "gpu")
+    args = argparse.Namespace(accelerator_rows=4, accelerator_remat="none", json=True)
+    result = sft_step.accelerator_main(args, 1, 1, measure=measure)
+    assert calls == [(4, "none"), (4, "dots"), (4, "full")]
+    assert result["accelerator_remat"] == "full" and result["accelerator_batch"] == 8
+    assert result["accelerator_out_of_memory"] == ["4 rows/device, remat none", "4 rows/device, remat dots"]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accelerator_devices"] == 2
+
+    def fails(message):
+        def measure(*args, **kwargs):
+            raise RuntimeError(message)
+        return measure
+
+    with pytest.raises(SystemExit, match="does not fit in device memory even at 1 rows/device, remat full"):
+        sft_step.accelerator_main(args, 1, 1, measure=fails("RESOURCE_EXHAUSTED"))
+    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):  # anything else is not retried
+        sft_step.accelerator_main(args, 1, 1, measure=fails("INVALID_ARGUMENT: bad shape"))
