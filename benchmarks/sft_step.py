@@ -162,14 +162,17 @@ def matmul_floor(config: LlamaConfig, batch: int, seq: int, repeats: int) -> dic
 def accelerator_mfu(warmup: int, steps: int, *, preset: str = "1b", rows_per_device: int = 4, seq: int = 2048,
                     remat: str = "none", devices=None) -> dict:
     """Our step on a Llama preset (default ~1B) in bf16 with fp32 master weights at ``seq`` tokens, sharded FSDP
-    over ``devices`` (default: every local device), ``rows_per_device`` rows each: tokens/s and MFU against the
-    devices' bf16 peak (None where the peak is unknown, as on a CPU). ``jax.nn.dot_product_attention`` lets
-    XLA/cuDNN pick a fused attention kernel. Smaller arguments check this code on the CPU."""
+    over ``devices`` (default: every device, on a pod every host's), ``rows_per_device`` rows each: tokens/s and
+    MFU against the devices' bf16 peak (None where the peak is unknown, as on a CPU).
+    ``jax.nn.dot_product_attention`` lets XLA/cuDNN pick a fused attention kernel. Smaller arguments check this
+    code on the CPU."""
     devices = list(devices or jax.devices())
     config = LlamaConfig.preset(preset, dtype="bfloat16", param_dtype="float32", attention_impl="jax", remat=remat)
     mesh = make_mesh(MeshConfig(data=1, fsdp=len(devices)), devices=devices)
     rows = rows_per_device * len(devices)
-    times = interleaved_times({"jax": jax_step(config, make_batch(rows, seq, config.vocab_size), mesh)}, warmup, steps)
+    local_rows = rows_per_device * sum(d.process_index == jax.process_index() for d in devices)  # this host's share
+    batch = make_batch(local_rows, seq, config.vocab_size, seed=jax.process_index())
+    times = interleaved_times({"jax": jax_step(config, batch, mesh)}, warmup, steps)
     tokens_per_s = rows * seq / statistics.median(w for w, _ in times["jax"])
     return {"accelerator_model": preset, "accelerator_params": config.num_params(), "accelerator_seq_len": seq,
             "accelerator_batch": rows, "accelerator_devices": len(devices), "accelerator_remat": remat,
@@ -213,8 +216,9 @@ def accelerator_main(args: argparse.Namespace, warmup: int, steps: int, measure=
     result["accelerator_out_of_memory"] = too_big
     mfu_text = "n/a" if result["accelerator_mfu"] is None else f"{100 * result['accelerator_mfu']:.1f}%"
     print(f"SFT step on {result['accelerator_devices']} x {result['accelerator_device']}: "
-          f"{result['accelerator_model']} ({result['accelerator_params'] / 1e9:.2f}B) @ {result['accelerator_seq_len']} "
-          f"bf16, batch {result['accelerator_batch']}: {result['accelerator_tokens_per_s']:,.0f} tokens/s, "
+          f"{result['accelerator_model']} ({result['accelerator_params'] / 1e9:.2f}B) @ "
+          f"{result['accelerator_seq_len']} bf16, batch {result['accelerator_batch']}, remat "
+          f"{result['accelerator_remat']}: {result['accelerator_tokens_per_s']:,.0f} tokens/s, "
           f"MFU {mfu_text}")
     if args.json:
         print(json.dumps(result))
