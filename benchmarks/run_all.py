@@ -49,7 +49,8 @@ README_START, README_END = "<!-- benchmark-results:start -->", "<!-- benchmark-r
 # ---------------------------------------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
 class Figure:
-    """One figure pulled from a benchmark's JSON object. Keys are dotted paths into it (``accelerator_1b.tokens_per_s``)."""
+    """One figure pulled from a benchmark's JSON object. Keys are dotted paths into it
+    (``accelerator_1b.tokens_per_s``)."""
 
     name: str
     """What is measured, with its unit ("decode tokens/s")."""
