@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from teamsrl_jax.cli import main_guard
-from teamsrl_jax.evaluate.tasks import TASKS, _ARC_NAMES, _find, _rows, arc_doc, hellaswag_doc
+from teamsrl_jax.evaluate.tasks import ARC_STEMS, TASKS, arc_doc, file_rows, hellaswag_doc, task_files
 from teamsrl_jax.fileio import atomic_write_text
 
 _METRICS = """metric_list:
@@ -108,26 +108,16 @@ def export(folder: str | Path, data_dir: str | Path, tasks: Sequence[str] = TASK
            suffix: str = "_local") -> list[str]:
     """lm-eval tasks ``<task><suffix>`` for ``tasks`` from ``data_dir`` (the layouts ``load_task`` reads) in
     ``folder``; returns their names."""
-    data_dir = Path(data_dir)
     names = []
     for task in tasks:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        evaluated, fewshot = task_files(task, data_dir)
         name = task + suffix
-        if task in _ARC_NAMES:
-            stem = _ARC_NAMES[task]
-            test, train = (_find(data_dir, "arc", (f"{stem}-{split}.jsonl",)) for split in ("Test", "Train"))
-            if test is None:
-                raise ValueError(f"{data_dir}: no {stem}-Test.jsonl (in arc/ or the folder itself)")
-            arc_task(folder, name, [arc_doc(r, w) for w, r in _rows(test)],
-                     [arc_doc(r, w) for w, r in _rows(train)] if train else None, num_fewshot)
+        if task in ARC_STEMS:
+            arc_task(folder, name, [arc_doc(r, w) for w, r in file_rows(evaluated)],
+                     [arc_doc(r, w) for w, r in file_rows(fewshot)] if fewshot else None, num_fewshot)
         else:
-            val = _find(data_dir, "hellaswag", ("hellaswag_val.jsonl", "hellaswag_validation.jsonl"))
-            if val is None:
-                raise ValueError(f"{data_dir}: no hellaswag_val.jsonl (in hellaswag/ or the folder itself)")
-            train = _find(data_dir, "hellaswag", ("hellaswag_train.jsonl",))
-            hellaswag_task(folder, name, [hellaswag_row(r, w) for w, r in _rows(val)],
-                           [hellaswag_row(r, w) for w, r in _rows(train)] if train else None, num_fewshot)
+            hellaswag_task(folder, name, [hellaswag_row(r, w) for w, r in file_rows(evaluated)],
+                           [hellaswag_row(r, w) for w, r in file_rows(fewshot)] if fewshot else None, num_fewshot)
         names.append(name)
     return names
 

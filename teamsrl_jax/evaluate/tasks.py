@@ -182,7 +182,25 @@ def _hellaswag(doc_id: int, doc: dict) -> Doc:
 
 # -- loading ---------------------------------------------------------------------------------------------------
 
-_ARC_NAMES = {"arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge"}
+ARC_STEMS = {"arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge"}
+
+
+def task_files(name: str, data_dir: str | Path) -> tuple[Path, Path | None]:
+    """(the evaluated split's file, the few-shot split's file or None) of a task in ``data_dir``, in the original
+    layouts (``arc/ARC-Easy-Test.jsonl``, ``hellaswag/hellaswag_val.jsonl``, ... or the same names in the folder)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    data_dir = Path(data_dir)
+    if name in ARC_STEMS:
+        stem = ARC_STEMS[name]
+        test = _find(data_dir, "arc", (f"{stem}-Test.jsonl",))
+        if test is None:
+            raise ValueError(f"{data_dir}: no {stem}-Test.jsonl (in arc/ or the folder itself)")
+        return test, _find(data_dir, "arc", (f"{stem}-Train.jsonl",))
+    val = _find(data_dir, "hellaswag", ("hellaswag_val.jsonl", "hellaswag_validation.jsonl"))
+    if val is None:
+        raise ValueError(f"{data_dir}: no hellaswag_val.jsonl (in hellaswag/ or the folder itself)")
+    return val, _find(data_dir, "hellaswag", ("hellaswag_train.jsonl",))
 
 
 def load_task(name: str, data_dir: str | Path | None = None, *, tfds_data_dir: str | None = None) -> Task:
@@ -193,30 +211,19 @@ def load_task(name: str, data_dir: str | Path | None = None, *, tfds_data_dir: s
         from teamsrl_jax.evaluate.tfds_source import load_tfds_rows
         rows = load_tfds_rows(name, tfds_data_dir)
         return _build(name, rows["eval"], rows.get("fewshot"), {"eval": "tfds", "fewshot": "tfds"})
-    data_dir = Path(data_dir)
-    if name in _ARC_NAMES:
-        stem = _ARC_NAMES[name]
-        test = _find(data_dir, "arc", (f"{stem}-Test.jsonl",))
-        if test is None:
-            raise ValueError(f"{data_dir}: no {stem}-Test.jsonl (in arc/ or the folder itself)")
-        train = _find(data_dir, "arc", (f"{stem}-Train.jsonl",))
-        files = {"eval": str(test), **({"fewshot": str(train)} if train else {})}
-        return _build(name, _rows(test), _rows(train) if train else None, files)
-    val = _find(data_dir, "hellaswag", ("hellaswag_val.jsonl", "hellaswag_validation.jsonl"))
-    if val is None:
-        raise ValueError(f"{data_dir}: no hellaswag_val.jsonl (in hellaswag/ or the folder itself)")
-    train = _find(data_dir, "hellaswag", ("hellaswag_train.jsonl",))
-    files = {"eval": str(val), **({"fewshot": str(train)} if train else {})}
-    return _build(name, _rows(val), _rows(train) if train else None, files)
+    evaluated, fewshot = task_files(name, data_dir)
+    files = {"eval": str(evaluated), **({"fewshot": str(fewshot)} if fewshot else {})}
+    return _build(name, file_rows(evaluated), file_rows(fewshot) if fewshot else None, files)
 
 
-def _rows(path: Path) -> list[tuple[str, dict]]:
+def file_rows(path: Path) -> list[tuple[str, dict]]:
+    """(``file:line``, record) of each record of a JSON Lines file."""
     return [(f"{path}:{i}", row) for i, row in _read_jsonl(path)]
 
 
 def _build(name: str, eval_rows: list[tuple[str, dict]], fewshot_rows: list[tuple[str, dict]] | None,
            files: dict[str, str]) -> Task:
-    to_doc, make = (arc_doc, _arc) if name in _ARC_NAMES else (hellaswag_doc, _hellaswag)
+    to_doc, make = (arc_doc, _arc) if name in ARC_STEMS else (hellaswag_doc, _hellaswag)
     docs = [make(i, to_doc(row, where)) for i, (where, row) in enumerate(eval_rows)]
     if fewshot_rows is not None:
         fewshot = [make(i, to_doc(row, where)) for i, (where, row) in enumerate(fewshot_rows)]
