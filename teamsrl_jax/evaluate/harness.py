@@ -21,7 +21,7 @@ import numpy as np
 
 from teamsrl_jax.evaluate.scorer import Scorer, Tokenization
 from teamsrl_jax.evaluate.tasks import FEWSHOT_DELIMITER, FEWSHOT_SEED, TARGET_DELIMITER, Task
-from teamsrl_jax.fileio import atomic_write_text
+from teamsrl_jax.fileio import atomic_write_text, read_jsonl
 
 METRICS = ("acc", "acc_norm")
 
@@ -33,6 +33,27 @@ def mean_stderr(values: list[float]) -> float | str:
         return "N/A"
     mu = sum(values) / n
     return math.sqrt(sum((x - mu) ** 2 for x in values) / (n - 1)) / math.sqrt(n)
+
+
+def paired_difference(before: str | Path, after: str | Path, metric: str = "acc_norm") -> dict[str, Any]:
+    """The change of ``metric`` between two runs on the same items, from their samples files (``--log-samples``):
+    the mean of the per-item differences (after - before), its standard error (``mean_stderr`` of those
+    differences: paired, so much tighter than the two runs' own standard errors), and the items that went from
+    wrong to right (``better``) and from right to wrong (``worse``)."""
+    runs = []
+    for path in (before, after):
+        rows = {}
+        for i, row in enumerate(read_jsonl(path), 1):
+            if not isinstance(row, dict) or "doc_id" not in row or metric not in row:
+                raise ValueError(f"{path}:{i}: a samples record needs 'doc_id' and {metric!r}")
+            rows[row["doc_id"]] = float(row[metric])
+        runs.append(rows)
+    if runs[0].keys() != runs[1].keys():
+        raise ValueError(f"{before} and {after} hold different items ({len(runs[0])} and {len(runs[1])}): "
+                         "a paired difference needs the same ones")
+    diffs = [runs[1][k] - runs[0][k] for k in sorted(runs[0])]
+    return {"metric": metric, "n": len(diffs), "mean": sum(diffs) / len(diffs) if diffs else None,
+            "stderr": mean_stderr(diffs), "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
 
 
 @dataclass

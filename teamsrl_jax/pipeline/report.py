@@ -93,14 +93,23 @@ def write_report(p: Pipeline) -> Path:
         lines += [f"Skipped: {base.get('skipped') or tuned.get('skipped')}. Pass `--eval-data DIR` (e.g. "
                   "`../shared/data/eval`) with the original ARC / HellaSwag files.", ""]
     else:
-        lines += ["| task | n-shot | items | metric | base ± stderr | fine-tuned ± stderr |", "|---|---|---|---|---|---|"]
+        from teamsrl_jax.evaluate.harness import paired_difference
+
+        lines += ["| task | n-shot | items | metric | base ± stderr | fine-tuned ± stderr | change ± paired stderr "
+                  "| items better / worse |", "|---|---|---|---|---|---|---|---|"]
         for task, r in (base.get("results") or {}).items():
             t = (tuned.get("results") or {}).get(task, {})
             n = (base.get("n-samples") or {}).get(task, {}).get("effective")
             for metric in ("acc", "acc_norm"):
+                change = paired_difference(out / "eval_base" / f"samples_{task}.jsonl",
+                                           out / "eval_sft" / f"samples_{task}.jsonl", metric)
                 lines.append(f"| {task} | {base['n-shot'][task]} | {n} | {metric} | "
                              f"{_fmt(r[f'{metric},none'])} ± {_fmt(r[f'{metric}_stderr,none'])} | "
-                             f"{_fmt(t.get(f'{metric},none'))} ± {_fmt(t.get(f'{metric}_stderr,none'))} |")
+                             f"{_fmt(t.get(f'{metric},none'))} ± {_fmt(t.get(f'{metric}_stderr,none'))} | "
+                             f"{change['mean']:+.3f} ± {_fmt(change['stderr'])} | "
+                             f"{change['better']} / {change['worse']} |")
+        lines += ["", "The change is paired: per item, fine-tuned minus base, so its standard error leaves out how "
+                  "hard the items are."]
         lines.append("")
     mia = s.get("mia", {}).get("scores", {})
     lines += ["## Membership inference (members: the SFT examples; nonmembers: held-out generated examples)", "",

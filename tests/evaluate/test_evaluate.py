@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from teamsrl_jax.evaluate.__main__ import main
-from teamsrl_jax.evaluate.harness import ItemResult, mean_stderr
+from teamsrl_jax.evaluate.harness import ItemResult, mean_stderr, paired_difference
 from teamsrl_jax.evaluate.scorer import Scorer
 from teamsrl_jax.evaluate.tasks import FEWSHOT_SEED, Doc, Task, load_task, preprocess
 from teamsrl_jax.model import LlamaConfig, init_model
@@ -84,6 +84,29 @@ def test_metrics_and_stderr():
     values = [1.0, 0.0, 1.0, 1.0]
     assert mean_stderr(values) == pytest.approx(np.std(values, ddof=1) / 2)
     assert mean_stderr([1.0]) == "N/A"
+
+
+def test_paired_difference_of_two_runs_on_the_same_items(tmp_path):
+    rng = np.random.default_rng(0)
+    before, after = rng.integers(0, 2, 50).astype(float), rng.integers(0, 2, 50).astype(float)
+    order = rng.permutation(50)  # the files need not list the items in the same order
+    paths = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    for path, acc, ids in zip(paths, (before, after), (range(50), order)):
+        path.write_text("".join(json.dumps({"doc_id": int(i), "acc": acc[i], "acc_norm": 0.0}) + "\n" for i in ids))
+    change = paired_difference(*paths, "acc")
+    d = after - before  # float64 reference
+    assert change["n"] == 50 and change["mean"] == pytest.approx(d.mean(), abs=1e-12)
+    assert change["stderr"] == pytest.approx(np.std(d, ddof=1) / np.sqrt(50), rel=1e-12)
+    assert (change["better"], change["worse"]) == (int((d > 0).sum()), int((d < 0).sum()))
+    assert paired_difference(*paths, "acc_norm") == {"metric": "acc_norm", "n": 50, "mean": 0.0, "stderr": 0.0,
+                                                     "better": 0, "worse": 0}
+
+    paths[1].write_text(paths[1].read_text().split("\n", 1)[1])  # one item fewer
+    with pytest.raises(ValueError, match="hold different items \\(50 and 49\\)"):
+        paired_difference(*paths, "acc")
+    paths[1].write_text('{"doc_id": 0}\n')
+    with pytest.raises(ValueError, match=f"{paths[1]}:1: a samples record needs 'doc_id' and 'acc'"):
+        paired_difference(*paths, "acc")
 
 
 def test_hellaswag_preprocess_and_documents(tmp_path):

@@ -51,7 +51,8 @@ def test_quick_pipeline_produces_every_artefact(quick_run):
     for i, stage in enumerate(STAGES, 1):  # a one-line summary per stage
         assert f"[{i}/{len(STAGES)}] {stage}: " in stdout
     report = (out / "report.md").read_text()
-    for needle in ("uniform_random", "per kept example", "acc_norm", "AUC", "SFT", "offline simulator"):
+    for needle in ("uniform_random", "per kept example", "acc_norm", "items better / worse", "AUC", "SFT",
+                   "offline simulator"):
         assert needle in report, needle
     split = state["stages"]["split"]["summary"]
     assert split["members"] + split["nonmembers"] == state["stages"]["data"]["summary"]["report"]["examples"]
