@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from teamsrl_jax.model import LlamaConfig, init_model
+from teamsrl_jax.model.config import REMAT_POLICIES
 from teamsrl_jax.model.sharding import MeshConfig, host_local_batch_to_global, make_mesh
 from teamsrl_jax.sft.config import SFTConfig
 from teamsrl_jax.sft.metrics import mfu, peak_flops
@@ -187,7 +188,7 @@ def out_of_memory(error: BaseException) -> bool:
 
 def fitting(rows: int, remat: str) -> list[tuple[int, str]]:
     """The (rows per device, remat) to try in turn: as asked, then more rematerialisation, then fewer rows."""
-    order = ("none", "dots", "full")
+    order = ("none", "dots", "full")  # least recomputation first
     tries = [(rows, r) for r in order[order.index(remat):]]
     while rows > 1:
         rows //= 2
@@ -236,7 +237,7 @@ def main(argv=None) -> dict:
                         help="only the GPU/TPU case: the ~1B step sharded over every device, tokens/s and MFU")
     parser.add_argument("--accelerator-rows", type=int, default=4,
                         help="on a GPU/TPU: rows of 2048 tokens per device in the ~1B step")
-    parser.add_argument("--accelerator-remat", default="none", choices=("none", "dots", "full"),
+    parser.add_argument("--accelerator-remat", default="none", choices=REMAT_POLICIES,
                         help="on a GPU/TPU: rematerialisation of the ~1B step (for devices with little memory)")
     args = parser.parse_args(argv)
     warmup, steps = (1, 3) if args.quick else (3, 15)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from teamsrl_jax.cli import main_guard
 from teamsrl_jax.evaluate.tasks import ARC_STEMS, TASKS, arc_doc, file_rows, hellaswag_doc, task_files
@@ -42,36 +43,6 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _header(name: str, files: dict[str, Path], num_fewshot: int | None) -> str:
-    """``task`` .. ``dataset_kwargs``: JSON Lines files per split (paths quoted as YAML double-quoted scalars)."""
-    lines = [f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:"]
-    lines += [f"    {split}: {json.dumps(str(path.resolve()))}" for split, path in files.items()]
-    lines.append("output_type: multiple_choice")
-    if num_fewshot is not None:
-        lines.append(f"num_fewshot: {num_fewshot}")
-    return "\n".join(lines) + "\n"
-
-
-def arc_task(folder: str | Path, name: str, test_docs: Sequence[dict], train_docs: Sequence[dict] | None = None,
-             num_fewshot: int | None = None) -> Path:
-    """Writes ``NAME.yaml`` and its data into ``folder``: ARC items (:func:`arc_doc` documents, or records in
-    either original layout) as lm-eval's ``arc_easy.yaml`` defines the task. Returns the YAML's path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"test": folder / f"{name}_test.jsonl"}
-    _write_jsonl(files["test"], (arc_doc(d, f"{name} test item {i}") for i, d in enumerate(test_docs)))
-    if train_docs is not None:
-        files["train"] = folder / f"{name}_train.jsonl"
-        _write_jsonl(files["train"], (arc_doc(d, f"{name} train item {i}") for i, d in enumerate(train_docs)))
-    splits = ("training_split: train\n" if train_docs is not None else "") + "test_split: test\n"
-    body = ('doc_to_text: "Question: {{question}}\\nAnswer:"\n'
-            'doc_to_target: "{{choices.label.index(answerKey)}}"\n'
-            'doc_to_choice: "{{choices.text}}"\n')
-    path = folder / f"{name}.yaml"
-    atomic_write_text(path, _header(name, files, num_fewshot) + splits + body + _METRICS)
-    return path
-
-
 def hellaswag_row(row: dict, where: str) -> dict:
     """A HellaSwag record as lm-eval's ``process_docs`` reads it (``ctx_a``, ``ctx_b``, a text ``label``);
     checked as :func:`hellaswag_doc` checks it."""
@@ -81,44 +52,83 @@ def hellaswag_row(row: dict, where: str) -> dict:
     return {**row, "label": str(row["label"])}
 
 
+class _Kind(NamedTuple):
+    convert: Callable[[dict, str], dict]
+    """A record (and where it is, for errors) as the task's data file holds it."""
+    evaluated: str
+    """The split that is evaluated."""
+    definition: str
+    """The YAML after the data files: the evaluated split's keys, the prompt, the choices, the gold."""
+    helper: str = ""
+    """``utils.py`` written beside the YAML ("" for none)."""
+
+
+_ARC = _Kind(arc_doc, "test", 'test_split: test\n'
+             'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+             'doc_to_target: "{{choices.label.index(answerKey)}}"\n'
+             'doc_to_choice: "{{choices.text}}"\n')
+_HELLASWAG = _Kind(hellaswag_row, "validation", "validation_split: validation\ntest_split: null\n"
+                   "process_docs: !function utils.process_docs\n"
+                   'doc_to_text: "{{query}}"\n'
+                   'doc_to_target: "{{label}}"\n'
+                   'doc_to_choice: "choices"\n',
+                   helper="from lm_eval.tasks.hellaswag.utils import process_docs  # noqa: F401\n")
+
+
+def _write_task(folder: str | Path, name: str, kind: _Kind, evaluated: Sequence[tuple[str, dict]],
+                train: Sequence[tuple[str, dict]] | None, num_fewshot: int | None) -> Path:
+    """``NAME.yaml`` and its data files (from (where, record) pairs) in ``folder``; returns the YAML's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, items in ((kind.evaluated, evaluated), ("train", train)):
+        if items is not None:
+            files[split] = folder / f"{name}_{split}.jsonl"
+            _write_jsonl(files[split], (kind.convert(row, where) for where, row in items))
+    if kind.helper:
+        atomic_write_text(folder / "utils.py", kind.helper)
+    lines = [f"task: {name}", "dataset_path: json", "dataset_kwargs:", "  data_files:"]
+    lines += [f"    {split}: {json.dumps(str(path.resolve()))}" for split, path in files.items()]  # YAML-quoted
+    lines.append("output_type: multiple_choice")
+    if num_fewshot is not None:
+        lines.append(f"num_fewshot: {num_fewshot}")
+    if train is not None:
+        lines.append("training_split: train")
+    path = folder / f"{name}.yaml"
+    atomic_write_text(path, "\n".join(lines) + "\n" + kind.definition + _METRICS)
+    return path
+
+
+def _numbered(name: str, split: str, docs: Sequence[dict] | None) -> list[tuple[str, dict]] | None:
+    return None if docs is None else [(f"{name} {split} item {i}", d) for i, d in enumerate(docs)]
+
+
+def arc_task(folder: str | Path, name: str, test_docs: Sequence[dict], train_docs: Sequence[dict] | None = None,
+             num_fewshot: int | None = None) -> Path:
+    """Writes ``NAME.yaml`` and its data into ``folder``: ARC items (:func:`arc_doc` documents, or records in
+    either original layout) as lm-eval's ``arc_easy.yaml`` defines the task. Returns the YAML's path."""
+    return _write_task(folder, name, _ARC, _numbered(name, "test", test_docs), _numbered(name, "train", train_docs),
+                       num_fewshot)
+
+
 def hellaswag_task(folder: str | Path, name: str, val_rows: Sequence[dict], train_rows: Sequence[dict] | None = None,
                    num_fewshot: int | None = None) -> Path:
     """Writes ``NAME.yaml``, its data and ``utils.py`` (lm-eval's ``process_docs``) into ``folder``: HellaSwag
     records as lm-eval's ``hellaswag.yaml`` defines the task. Returns the YAML's path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"validation": folder / f"{name}_validation.jsonl"}
-    _write_jsonl(files["validation"], (hellaswag_row(r, f"{name} validation item {i}") for i, r in enumerate(val_rows)))
-    if train_rows is not None:
-        files["train"] = folder / f"{name}_train.jsonl"
-        _write_jsonl(files["train"], (hellaswag_row(r, f"{name} train item {i}") for i, r in enumerate(train_rows)))
-    atomic_write_text(folder / "utils.py", "from lm_eval.tasks.hellaswag.utils import process_docs  # noqa: F401\n")
-    splits = ("training_split: train\n" if train_rows is not None else "") + \
-        "validation_split: validation\ntest_split: null\n"
-    body = ("process_docs: !function utils.process_docs\n"
-            'doc_to_text: "{{query}}"\n'
-            'doc_to_target: "{{label}}"\n'
-            'doc_to_choice: "choices"\n')
-    path = folder / f"{name}.yaml"
-    atomic_write_text(path, _header(name, files, num_fewshot) + splits + body + _METRICS)
-    return path
+    return _write_task(folder, name, _HELLASWAG, _numbered(name, "validation", val_rows),
+                       _numbered(name, "train", train_rows), num_fewshot)
 
 
 def export(folder: str | Path, data_dir: str | Path, tasks: Sequence[str] = TASKS, *, num_fewshot: int | None = None,
            suffix: str = "_local") -> list[str]:
     """lm-eval tasks ``<task><suffix>`` for ``tasks`` from ``data_dir`` (the layouts ``load_task`` reads) in
-    ``folder``; returns their names."""
+    ``folder``; returns their names. A bad record is an error naming its file and line."""
     names = []
     for task in tasks:
         evaluated, fewshot = task_files(task, data_dir)
-        name = task + suffix
-        if task in ARC_STEMS:
-            arc_task(folder, name, [arc_doc(r, w) for w, r in file_rows(evaluated)],
-                     [arc_doc(r, w) for w, r in file_rows(fewshot)] if fewshot else None, num_fewshot)
-        else:
-            hellaswag_task(folder, name, [hellaswag_row(r, w) for w, r in file_rows(evaluated)],
-                           [hellaswag_row(r, w) for w, r in file_rows(fewshot)] if fewshot else None, num_fewshot)
-        names.append(name)
+        names.append(task + suffix)
+        _write_task(folder, names[-1], _ARC if task in ARC_STEMS else _HELLASWAG, file_rows(evaluated),
+                    file_rows(fewshot) if fewshot else None, num_fewshot)
     return names
 
 
